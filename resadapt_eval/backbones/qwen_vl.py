@@ -1,0 +1,359 @@
+"""Qwen2.5-VL and Qwen3-VL through Hugging Face transformers, executing plans chunk by chunk.
+
+A plan may give every chunk of a video its own resolution. All chunks go into one
+`<|vision_start|> … <|vision_end|>` block (one pad per chunk), so they stay one video: on
+Qwen2.5-VL we compute the M-RoPE positions ourselves so that the temporal index runs on across
+chunks with the chunks' real time offsets (what ResAdapt patches vLLM for); Qwen3-VL writes
+timestamps as text and needs no patch. A video whose chunks share one size gives exactly the
+input of the unchunked video.
+
+Execution is split into stages that are timed separately: preprocess (resize + processor),
+encode (vision tower), prefill (LLM over the prompt), decode (greedy steps). Splitting also
+lets a plan drop visual tokens between the vision tower and the LLM (random-drop and the
+pruning baselines) while every kept token keeps its original position ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as tvF
+
+from ..budget import Geometry
+from ..types import Frames, Output, Plan, UserError
+from .flops import llm_prefill_flops, vision_flops
+
+SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str | None = None
+    dtype: str | None = None
+    attn: str | None = None
+    trust_remote_code: bool = False
+    text_resume: str = "max+1"
+
+
+def resolve_model_dir(source: str) -> Path:
+    """A local folder as is; a hub id through the local Hugging Face cache (downloads only when online)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise UserError(f"backbone {source!r} is not a model folder or a hub id (org/name); "
+                        "pass a folder with config.json, or run `resadapt-eval list backbones`")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    try:
+        return Path(snapshot_download(source, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]))
+    except Exception as e:
+        hint = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}"
+        raise UserError(f"cannot get backbone {source!r}: {hint}; download it first or pass a local folder") from None
+
+
+def fingerprint(model_dir: Path) -> dict[str, Any]:
+    """A cheap, stable checksum of a checkpoint: config files whole, weights by size plus head and tail."""
+    h = hashlib.sha256()
+    for p in sorted(model_dir.iterdir()):
+        if not p.is_file():
+            continue
+        h.update(p.name.encode())
+        size = p.stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            if size <= 64 << 20:
+                h.update(f.read())
+            else:
+                h.update(f.read(1 << 20))
+                f.seek(size - (1 << 20))
+                h.update(f.read())
+    return {"sha256": h.hexdigest(), "path": str(model_dir)}
+
+
+def pick_attention(device: torch.device, requested: str | None) -> str:
+    """flash_attention_2 when it is importable on a CUDA device, sdpa otherwise (or what was asked)."""
+    if requested:
+        if requested == "flash_attention_2" and not _flash_attn_usable(device):
+            raise UserError("flash_attention_2 needs a CUDA device and the flash-attn package "
+                            "(pip install 'resadapt-eval[gpu]'); use --attn sdpa")
+        return requested
+    return "flash_attention_2" if _flash_attn_usable(device) else "sdpa"
+
+
+def _flash_attn_usable(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class QwenVLBackbone:
+    """An unchanged Qwen-VL model that executes plans and reports exact visual-token counts."""
+
+    def __init__(self, source: str, options: LoadOptions | None = None):
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        options = options or LoadOptions()
+        self.source = source
+        self.model_dir = resolve_model_dir(source)
+        self.name = self.model_dir.name if Path(source).expanduser().is_dir() else source.replace("/", "__")
+        config = AutoConfig.from_pretrained(self.model_dir, trust_remote_code=options.trust_remote_code)
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UserError(f"backbone {source!r} is a {config.model_type!r} model; supported: "
+                            f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        self.family = config.model_type
+        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype_name = options.dtype or ("bfloat16" if self.device.type == "cuda" else "float32")
+        self.dtype = getattr(torch, dtype_name)
+        self.attn = pick_attention(self.device, options.attn)
+        if options.text_resume not in ("max+1", "hf"):
+            raise UserError("text_resume must be 'max+1' (original Qwen/vLLM) or 'hf' (transformers 5.x)")
+        self.text_resume = options.text_resume
+        self.processor = AutoProcessor.from_pretrained(self.model_dir, trust_remote_code=options.trust_remote_code)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            self.model_dir, dtype=self.dtype, attn_implementation=self.attn, use_safetensors=True,
+            trust_remote_code=options.trust_remote_code).to(self.device).eval()
+        self.config = self.model.config
+        self.geometry = Geometry.from_processor(self.processor, self.config)
+        tok = self.processor.tokenizer
+        self.video_token_id = int(self.config.video_token_id)
+        self.image_token_id = int(self.config.image_token_id)
+        eos = self.model.generation_config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self.eos_ids = {int(e) for e in eos + [tok.eos_token_id] if e is not None}
+        self.fingerprint = fingerprint(self.model_dir)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "family": self.family, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "attn": self.attn,
+                "text_resume": self.text_resume, "fingerprint": self.fingerprint["sha256"]}
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _chunk_pixels(self, plan: Plan, frames: Frames) -> list[torch.Tensor]:
+        """Each chunk's frames resized to the planned size with the processors' own resize call."""
+        tp = self.geometry.temporal_patch_size
+        out = []
+        for chunk in plan.chunks:
+            idx = list(chunk.frames)
+            if plan.kind == "video" and len(idx) < tp:  # pad like the processor: repeat the last frame
+                idx += [idx[-1]] * (tp - len(idx))
+            x = torch.from_numpy(np.ascontiguousarray(frames.pixels[idx])).permute(0, 3, 1, 2)
+            if tuple(x.shape[-2:]) != (chunk.height, chunk.width):
+                x = tvF.resize(x, [chunk.height, chunk.width], interpolation=tvF.InterpolationMode.BICUBIC,
+                               antialias=True)
+            out.append(x)
+        return out
+
+    def build_inputs(self, plan: Plan, frames: Frames, prompt: str) -> dict[str, Any]:
+        """Processor inputs for a plan: one vision block with one pad per chunk."""
+        from transformers.video_utils import VideoMetadata
+
+        proc = self.processor
+        kind = plan.kind
+        content = [{"type": kind}, {"type": "text", "text": prompt}]
+        text = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                        tokenize=False)
+        pixels = self._chunk_pixels(plan, frames)
+        f = self.geometry.factor
+        largest = max(c.height * c.width for c in plan.chunks)
+        if kind == "image":
+            size = {"shortest_edge": f * f, "longest_edge": largest}
+            return dict(proc(text=[text], images=[pixels[0][0]], size=size, return_tensors="pt"))
+        tok = proc.tokenizer
+        vs, vp, ve = "<|vision_start|>", tok.convert_ids_to_tokens(self.video_token_id), "<|vision_end|>"
+        block = vs + vp + ve
+        if text.count(block) != 1:
+            raise RuntimeError("chat template did not produce exactly one video block")
+        text = text.replace(block, vs + vp * len(plan.chunks) + ve)
+        tp = self.geometry.temporal_patch_size
+        metadata = []
+        for chunk in plan.chunks:
+            src = [frames.indices[i] for i in chunk.frames]
+            src += [src[-1]] * (tp - len(src))
+            metadata.append(VideoMetadata(total_num_frames=frames.total_frames, fps=frames.fps, frames_indices=src))
+        size = {"shortest_edge": f * f, "longest_edge": largest * tp}
+        return dict(proc(text=[text], videos=pixels, video_metadata=metadata, do_sample_frames=False, size=size,
+                         cap_pixels_per_frame=False, return_tensors="pt"))
+
+    # -- positions ---------------------------------------------------------------------------
+
+    def chunk_offsets(self, plan: Plan) -> torch.Tensor:
+        """Temporal position offset of each chunk (tokens_per_second · seconds), as transformers computes it."""
+        tps = self.geometry.tokens_per_second
+        if plan.interval_s is not None:  # evenly spaced: same float32 arithmetic as an unchunked video
+            return (torch.arange(len(plan.chunks)) * (tps * torch.tensor(plan.interval_s, dtype=torch.float32))).long()
+        starts = torch.tensor([c.start_s for c in plan.chunks], dtype=torch.float32)
+        return (starts * tps).long()
+
+    def positions(self, plan: Plan, inputs: dict[str, Any]) -> torch.Tensor:
+        """M-RoPE position ids (3, 1, L) of the full sequence."""
+        ids = inputs["input_ids"]
+        if self.family == "qwen3_vl":
+            pos, _ = self.model.model.get_rope_index(
+                ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+                video_grid_thw=inputs.get("video_grid_thw"))
+            return pos
+        grids = inputs.get("video_grid_thw") if plan.kind == "video" else inputs.get("image_grid_thw")
+        offsets = self.chunk_offsets(plan) if plan.kind == "video" else torch.zeros(1, dtype=torch.long)
+        return chunked_mrope_positions(ids[0], {self.video_token_id, self.image_token_id}, grids,
+                                       offsets, self.geometry.merge_size, self.text_resume)[:, None, :]
+
+    # -- execution ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def execute(self, plan: Plan, frames: Frames, prompt: str, max_new_tokens: int) -> Output:
+        """Run one plan: returns the greedy answer, exact visual-token counts, timings and FLOPs."""
+        timer = _Timer(self.device)
+        inputs = self.build_inputs(plan, frames, prompt)
+        ids = inputs["input_ids"].to(self.device)
+        visual = (ids[0] == self.video_token_id) | (ids[0] == self.image_token_id)
+        pos = self.positions(plan, inputs).to(self.device)
+        grid_key, pix_key = ("video_grid_thw", "pixel_values_videos") if plan.kind == "video" else \
+            ("image_grid_thw", "pixel_values")
+        grids = inputs[grid_key].to(self.device)
+        pixels = inputs[pix_key].to(self.device, self.dtype)
+        timer.lap("preprocess")
+
+        getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
+        enc = getter(pixels, grids, return_dict=True)
+        feats = torch.cat(list(enc.pooler_output), dim=0)
+        deepstack = [torch.cat(list(d), dim=0) for d in (getattr(enc, "deepstack_features", None) or [])]
+        embeds = self.model.get_input_embeddings()(ids)
+        embeds[0, visual] = feats.to(embeds.dtype)
+        timer.lap("encode")
+
+        keep = None
+        if plan.reduction is not None:
+            keep_visual = select_visual_tokens(plan, int(visual.sum()), feats)
+            keep = torch.ones_like(visual)
+            vis_idx = visual.nonzero().squeeze(1)
+            dropped = torch.ones(len(vis_idx), dtype=torch.bool, device=vis_idx.device)
+            dropped[keep_visual.to(vis_idx.device)] = False
+            keep[vis_idx[dropped]] = False
+            embeds, pos = embeds[:, keep], pos[:, :, keep]
+            deepstack = [d[keep_visual.to(d.device)] for d in deepstack]
+            visual = visual[keep]
+        lm_kwargs: dict[str, Any] = {}
+        if deepstack:
+            lm_kwargs = {"visual_pos_masks": visual[None], "deepstack_visual_embeds": deepstack}
+        n_visual = int(visual.sum())
+
+        lm = self.model.model.language_model
+        out = lm(inputs_embeds=embeds, position_ids=pos, use_cache=True, **lm_kwargs)
+        cache = out.past_key_values
+        next_id = int(self.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+        timer.lap("prefill")
+        generated = [next_id]
+        last = pos[:, :, -1:]
+        embed = self.model.get_input_embeddings()
+        while next_id not in self.eos_ids and len(generated) < max_new_tokens:
+            last = last + 1
+            step = torch.tensor([[next_id]], device=self.device)
+            out = lm(inputs_embeds=embed(step), position_ids=last, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            next_id = int(self.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+            generated.append(next_id)
+        timer.lap("decode")
+        text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
+
+        patches = int(grids.prod(-1).sum())
+        chunk_patches = [int(g.prod()) for g in grids]
+        vis = vision_flops(self.config.vision_config, chunk_patches, self.geometry.temporal_patch_size)
+        llm = llm_prefill_flops(self.config.text_config, float(embeds.shape[1]))
+        timings = timer.result()
+        return Output(text=text, visual_tokens=n_visual, encoder_patches=patches, prompt_tokens=int(embeds.shape[1]),
+                      generated_tokens=len(generated), timings=timings,
+                      flops={"vision": vis, "llm_prefill": llm, "total": vis + llm})
+
+
+def select_visual_tokens(plan: Plan, n_visual: int, features: torch.Tensor) -> torch.Tensor:
+    """Sorted indices (into the visual tokens) that a plan's reduction step keeps."""
+    red = plan.reduction
+    assert red is not None
+    keep = max(0, min(red.keep, n_visual))
+    if red.method == "random":
+        g = torch.Generator().manual_seed(int(red.seed))
+        return torch.randperm(n_visual, generator=g)[:keep].sort().values
+    raise ValueError(f"unknown token reduction {red.method!r}")
+
+
+def chunked_mrope_positions(ids: torch.Tensor, visual_ids: set[int], grids: torch.Tensor, offsets: torch.Tensor,
+                            merge: int, text_resume: str) -> torch.Tensor:
+    """Qwen2.5-VL M-RoPE positions (3, L) where one run of visual pads is one video of several chunks.
+
+    All chunks share the anchor (the position after the preceding text); chunk j's temporal index
+    is anchor + offsets[j] and its h/w indices restart at the anchor. Text then resumes at
+    max+1 (original Qwen code, vLLM, ResAdapt) or, with 'hf', at anchor + the largest spatial side
+    (transformers 5.x for an unchunked video).
+    """
+    is_vis = torch.zeros(len(ids), dtype=torch.bool)
+    for v in visual_ids:
+        is_vis |= ids.cpu() == v
+    parts: list[torch.Tensor] = []
+    cur = 0
+    i = 0
+    chunk = 0
+    L = len(ids)
+    while i < L:
+        j = i
+        while j < L and is_vis[j] == is_vis[i]:
+            j += 1
+        n = j - i
+        if not is_vis[i]:
+            parts.append(torch.arange(n).expand(3, n) + cur)
+            cur += n
+        else:
+            anchor, used, span, run = cur, 0, 0, []
+            while used < n:
+                t, h, w = (int(x) for x in grids[chunk])
+                h, w = h // merge, w // merge
+                if t != 1:
+                    raise RuntimeError(f"a chunk must be one temporal patch, got grid t={t}")
+                grid = torch.stack(torch.meshgrid(offsets[chunk:chunk + 1], torch.arange(h), torch.arange(w),
+                                                  indexing="ij"))
+                run.append(grid.reshape(3, -1) + anchor)
+                used += t * h * w
+                span = max(span, h, w)
+                chunk += 1
+            if used != n:
+                raise RuntimeError(f"visual grids cover {used} tokens but the run has {n}")
+            block = torch.cat(run, dim=1)
+            parts.append(block)
+            cur = anchor + span if text_resume == "hf" else int(block.max()) + 1
+        i = j
+    return torch.cat(parts, dim=1)
+
+
+class _Timer:
+    """Wall-clock laps; synchronises CUDA so that times are real."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def result(self) -> dict[str, float]:
+        out = dict(self.laps)
+        out["backbone_total"] = self.last - self.start
+        return out

@@ -1,0 +1,89 @@
+"""What every strategy sees, and the helpers that turn frame choices and sizes into plans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..budget import Budget, Geometry
+from ..types import Chunk, Frames, Plan, Reduction, Sample
+
+
+@dataclass(frozen=True)
+class Context:
+    """One sample's inputs to a strategy, with its vanilla size and token limit already solved."""
+
+    sample: Sample
+    frames: Frames
+    geometry: Geometry
+    budget: Budget
+    seed: int
+    vanilla_hw: tuple[int, int]
+    vanilla_tokens: int
+    limit: int
+
+    @classmethod
+    def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int) -> "Context":
+        kind, n = frames.kind, frames.count
+        vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
+        vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
+        reference = None
+        if budget.ref_frames is not None and kind == "video":
+            reference = geometry.vanilla_tokens(kind, frames.height, frames.width,
+                                                min(budget.ref_frames, frames.total_frames))
+        return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference))
+
+
+class Strategy(Protocol):
+    """Decides, for one sample, which frames go in at which sizes (and any token reduction)."""
+
+    name: str
+
+    def plan(self, ctx: Context) -> Plan: ...
+
+
+def uniform_subset(n_total: int, n_keep: int) -> list[int]:
+    """n_keep evenly spaced positions out of range(n_total) (the same rule as frame sampling)."""
+    n_keep = max(1, min(n_keep, n_total))
+    return [int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)]
+
+
+def even_plan(ctx: Context, positions: list[int], sizes: list[tuple[int, int]] | tuple[int, int],
+              scales: list[float] | None = None, reduction: Reduction | None = None,
+              evenly_spaced: bool = True, note: str = "") -> Plan:
+    """A plan over the chosen frame positions, grouped into chunks of temporal_patch_size.
+
+    `sizes` is one (h, w) for every chunk or one per chunk. When the positions are an even sample
+    of the video, chunk times use the same interval transformers derives for a video of that many
+    frames; otherwise each chunk starts at its first frame's timestamp.
+    """
+    g, frames = ctx.geometry, ctx.frames
+    step = 1 if frames.kind == "image" else g.temporal_patch_size
+    groups = [tuple(positions[i:i + step]) for i in range(0, len(positions), step)]
+    if isinstance(sizes, tuple):
+        sizes = [sizes] * len(groups)
+    interval = None
+    if frames.kind == "video":
+        t0 = frames.timestamps[groups[0][0]]
+        if evenly_spaced:
+            sampled_fps = len(positions) / frames.total_frames * frames.fps
+            interval = g.temporal_patch_size / sampled_fps
+            starts = [k * interval for k in range(len(groups))]
+        else:
+            starts = [frames.timestamps[grp[0]] - t0 for grp in groups]
+    else:
+        starts = [0.0]
+    chunks = tuple(Chunk(grp, h, w, s) for grp, (h, w), s in zip(groups, sizes, starts))
+    tokens = sum(g.tokens_per_chunk(c.height, c.width) for c in chunks)
+    if reduction is not None:
+        tokens = min(tokens, reduction.keep)
+    return Plan(kind=frames.kind, chunks=chunks, tokens=tokens, vanilla_tokens=ctx.vanilla_tokens, limit=ctx.limit,
+                feasible=tokens <= ctx.limit, reduction=reduction,
+                scales=tuple(scales) if scales is not None else (), interval_s=interval, note=note)
+
+
+def vanilla_plan(ctx: Context, note: str = "") -> Plan:
+    """Every decoded frame at vanilla resolution."""
+    return even_plan(ctx, list(range(ctx.frames.count)), ctx.vanilla_hw, note=note)
