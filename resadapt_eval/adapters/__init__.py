@@ -1,0 +1,10 @@
+"""Task adapters: read a benchmark's official layout, build prompts, score and break down results.
+
+One module per benchmark registers its adapter name; a YAML card in `tasks/` names the adapter
+and holds the data location, split, prompt variant, frame count and generation length.
+"""
+
+from ..registry import Registry
+
+ADAPTERS = Registry("task adapter", __name__)
+register = ADAPTERS.register

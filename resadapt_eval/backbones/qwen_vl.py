@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as tvF
 
 from ..budget import Geometry
 from ..types import Frames, Output, Plan, UserError
+from . import register
 from .flops import llm_prefill_flops, vision_flops
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
@@ -100,6 +101,8 @@ def _flash_attn_usable(device: torch.device) -> bool:
     return True
 
 
+@register("qwen2_5_vl")
+@register("qwen3_vl")
 class QwenVLBackbone:
     """An unchanged Qwen-VL model that executes plans and reports exact visual-token counts."""
 

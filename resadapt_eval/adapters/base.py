@@ -1,0 +1,90 @@
+"""Task cards and the adapter protocol (dataset + scorer, as in Inspect AI's split)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from ..types import Sample, UserError
+
+TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"
+
+
+def tasks_dir() -> Path:
+    """Where task cards live: $RESADAPT_TASKS_DIR, else `tasks/` beside the package."""
+    env = os.environ.get(TASKS_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "tasks"
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in tasks_dir().glob("*.yaml"))
+
+
+def _expand(value: str) -> str:
+    os.environ.setdefault("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
+    return os.path.expanduser(os.path.expandvars(value))
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    """One task's settings, read from `tasks/<name>.yaml` (data root may be overridden)."""
+
+    name: str
+    adapter: str
+    data_root: Path
+    frames: int
+    max_new_tokens: int
+    options: dict[str, Any] = field(default_factory=dict)
+    missing_hint: str = ""
+
+    @classmethod
+    def load(cls, name: str, data_root: str | None = None) -> "TaskCard":
+        path = tasks_dir() / f"{name}.yaml"
+        if not path.is_file():
+            raise UserError(f"unknown task {name!r}; known: {', '.join(task_names())}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        root = Path(_expand(data_root or raw.pop("data_root", ".")))
+        raw.pop("data_root", None)
+        return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
+                   max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
+                   options=raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "adapter": self.adapter, "data_root": str(self.data_root), "frames": self.frames,
+                "max_new_tokens": self.max_new_tokens, "options": self.options}
+
+    def find(self, pattern: str, what: str) -> list[Path]:
+        """Files under the data root matching `pattern`; a clear error naming where to put them if none."""
+        hits = sorted(Path(p) for p in glob.glob(str(self.data_root / pattern)))
+        if not hits:
+            hint = f" {self.missing_hint}" if self.missing_hint else ""
+            raise UserError(f"{self.name}: no {what} at {self.data_root / pattern}; put the data there or pass "
+                            f"--data-root.{hint}")
+        return hits
+
+    def safe_path(self, relative: str) -> Path:
+        """A media path from an annotation row, refused if it escapes the data root."""
+        root = self.data_root.resolve()
+        path = (root / relative).resolve()
+        if root != path and root not in path.parents:
+            raise ValueError(f"path {relative!r} escapes the data root")
+        return path
+
+
+class TaskAdapter(Protocol):
+    """Reads samples and scores predictions for one benchmark."""
+
+    metrics: tuple[str, ...]      # per-sample numeric score keys, reported as mean x 100
+    main_metric: str
+    breakdown_keys: tuple[str, ...]
+
+    def load(self, card: TaskCard) -> list[Sample]: ...
+
+    def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:
+        """(numeric scores, the parsed answer) for one prediction."""
+        ...

@@ -1,0 +1,120 @@
+"""`resadapt-eval`: run a benchmark under a visual-token budget, and list what is available.
+
+Errors in what the user typed end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .types import UserError
+
+EXIT_USAGE = 2
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage and input errors print one line (`error: ...`) and exit 2."""
+
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]
+        try:
+            return super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as e:
+            click.echo(f"error: {e.format_message()} (see --help)", err=True)
+            sys.exit(EXIT_USAGE)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Budget-controlled evaluation of multimodal LLMs: how much accuracy each way of spending a
+    visual-token budget buys.
+
+    \b
+    Example:
+      resadapt-eval run --task videomme --backbone Qwen/Qwen2.5-VL-7B-Instruct \\
+                        --strategy uniform-scale --budget 0.25 --frames 32
+    """
+
+
+@main.command()
+@click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
+@click.option("--backbone", default="reference", show_default=True,
+              help="Bundled alias, local checkpoint folder, or hub id (Qwen2.5-VL / Qwen3-VL).")
+@click.option("--strategy", default="vanilla", show_default=True, help="How to spend the budget (`list strategies`).")
+@click.option("--budget", default="1.0", show_default=True,
+              help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
+@click.option("--budget-ref-frames", type=int, default=None,
+              help="Make the budget relative to vanilla at this many frames (e.g. 8 while --frames 128).")
+@click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
+@click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--out", default="results", show_default=True, help="Results root.")
+@click.option("--data-root", default=None, help="Where the task's data is (overrides the card).")
+@click.option("--max-new-tokens", type=int, default=None, help="Generation length (default: the task card's).")
+@click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available).")
+@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Default: bfloat16 on CUDA, float32 on CPU.")
+@click.option("--attn", default=None, type=click.Choice(["sdpa", "eager", "flash_attention_2"]),
+              help="Default: flash_attention_2 when installed on CUDA, else sdpa.")
+@click.option("--text-resume", default="max+1", show_default=True, type=click.Choice(["max+1", "hf"]),
+              help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers 5.x).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(**kw) -> None:
+    """Evaluate one task under one strategy and budget; writes samples.jsonl, summary.json and
+    manifest.json under OUT/<task>/<backbone>/<strategy>/b<budget>-f<frames>/ and resumes there."""
+    from .runner import RunConfig, run as run_config
+
+    _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
+    progress = not kw.pop("no_progress")
+    result = run_config(RunConfig(progress=progress, **kw))
+    s = result.summary
+    main_m = s["metrics"][s["main_metric"]]
+    click.echo(f"{s['task']} {s['backbone']} {s['strategy']} b{s['budget']} f{s['frames']}: "
+               f"{s['main_metric']} {main_m['value']:.2f} [{main_m['ci_low']:.2f}, {main_m['ci_high']:.2f}] "
+               f"n={s['n_scored']} errors={s['n_errors']} retention={_fmt(s['retention_mean'])} "
+               f"tokens={_fmt(s['tokens_mean'], 1)} -> {result.directory}")
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["tasks", "strategies", "backbones"]))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def list_(what: str, as_json: bool) -> None:
+    """Print the registered task, strategy or backbone names."""
+    if what == "tasks":
+        from .adapters.base import task_names
+        names = task_names()
+    elif what == "strategies":
+        from .strategies import STRATEGIES
+        names = STRATEGIES.names()
+    else:
+        from .backbones import backbone_names
+        names = backbone_names()
+    click.echo(json.dumps(names) if as_json else "\n".join(names))
+
+
+def _check_positive(kw: dict, *names: str) -> None:
+    for name in names:
+        if kw.get(name) is not None and kw[name] < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {kw[name]}")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The results layout: per-sample records (append-only, crash-safe), the summary and the manifest.
+
+results/<task>/<backbone>/<strategy>/b<budget>-f<frames>/
+    samples.jsonl   one record per sample, appended and flushed as it completes
+    summary.json    metrics with bootstrap 95% CIs, breakdowns, mean retention and costs, error counts
+    manifest.json   full config and its hash, versions, git revision, checksums, seed, device
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .types import UserError
+
+SAMPLES, SUMMARY, MANIFEST, LOCK = "samples.jsonl", "summary.json", "manifest.json", ".lock"
+BOOTSTRAP_RESAMPLES = 1000
+PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate", "decord", "av", "numpy",
+            "pandas", "pyarrow", "pillow", "tokenizers", "flash-attn")
+
+
+def run_dir(root: str | os.PathLike, task: str, backbone: str, strategy: str, budget_label: str, frames: int) -> Path:
+    return Path(root) / task / backbone / strategy / f"b{budget_label}-f{frames}"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable hash of everything that can change results (not --limit, not the output root)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory; a second writer is refused with a clear message."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{directory} is being written by another run (lock held); wait for it or use --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """All complete records; a torn last line (a run killed mid-write) is dropped, and cut off if `repair`."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if repair and end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    records = []
+    for line in data[:end].splitlines():
+        if line.strip():
+            records.append(json.loads(line))
+    return records
+
+
+class RecordWriter:
+    """Appends one JSON line per record, flushed and fsynced so a crash loses at most the line in flight."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record, default=_json_default) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def bootstrap_ci(values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile 95% CI of the mean."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _metric_block(records: list[dict[str, Any]], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
+    out = {}
+    for m in metrics:
+        vals = np.array([r["score"][m] for r in records if r["score"] and m in r["score"]], dtype=float)
+        lo, hi = bootstrap_ci(vals, seed)
+        out[m] = {"value": float(vals.mean() * 100) if len(vals) else float("nan"),
+                  "ci_low": lo * 100, "ci_high": hi * 100, "n": int(len(vals))}
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tuple[str, ...], main_metric: str,
+              breakdown_keys: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """The summary of a run: metrics (mean x 100 over scored samples) with CIs, costs and breakdowns.
+
+    Error records (missing or corrupt media) are counted in `n_errors` and left out of the metrics.
+    """
+    records = sorted(records, key=lambda r: r["id"])
+    ok = [r for r in records if not r.get("error")]
+    breakdowns: dict[str, Any] = {}
+    for key in breakdown_keys:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in ok:
+            value = (r.get("meta") or {}).get(key)
+            if value is not None:
+                groups.setdefault(str(value), []).append(r)
+        breakdowns[key] = {v: {m: {"value": float(np.mean([g["score"][m] for g in rs]) * 100), "n": len(rs)}
+                               for m in metrics} for v, rs in sorted(groups.items())}
+    timing_keys = sorted({k for r in ok for k in (r.get("timings") or {})})
+    return {
+        **head,
+        "n": len(records),
+        "n_scored": len(ok),
+        "n_errors": len(records) - len(ok),
+        "n_infeasible": sum(1 for r in ok if not r["plan"]["feasible"]),
+        "main_metric": main_metric,
+        "metrics": _metric_block(ok, metrics, seed),
+        "retention_mean": _mean([r["retention"] for r in ok]),
+        "tokens_mean": _mean([r["tokens"] for r in ok]),
+        "vanilla_tokens_mean": _mean([r["vanilla_tokens"] for r in ok]),
+        "patches_mean": _mean([r["patches"] for r in ok]),
+        "flops_mean": _mean([r["flops"]["total"] for r in ok]),
+        "timings_mean": {k: _mean([(r.get("timings") or {}).get(k) for r in ok]) for k in timing_keys},
+        "breakdowns": breakdowns,
+        "errors": sorted({r["error"] for r in records if r.get("error")})[:20],
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git revision and host, for the manifest."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"versions": versions, "git_revision": _git_revision(), "python": platform.python_version(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count()}
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,144 @@
+"""The evaluation loop: samples -> frames -> plan -> backbone -> score -> record, resumable.
+
+A rerun with the same config skips the samples already in `samples.jsonl`; a different config
+is refused instead of mixing into the directory. Bad samples become error records; the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import records as rec
+from .adapters import ADAPTERS
+from .adapters.base import TaskCard
+from .backbones import load_backbone
+from .budget import parse_budget
+from .media import load_frames
+from .strategies import STRATEGIES
+from .strategies.base import Context
+from .types import SampleError, UserError
+
+HARNESS_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; all but `limit`, `out` and `progress` go into the config hash."""
+
+    task: str
+    backbone: str = "reference"
+    strategy: str = "vanilla"
+    budget: str = "1.0"
+    budget_ref_frames: int | None = None
+    frames: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    out: str = "results"
+    data_root: str | None = None
+    max_new_tokens: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    attn: str | None = None
+    text_resume: str = "max+1"
+    trust_remote_code: bool = False
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    directory: Path
+    summary: dict[str, Any]
+    new_records: int
+
+
+def run(config: RunConfig, backbone: Any = None) -> RunResult:
+    """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary."""
+    card = TaskCard.load(config.task, config.data_root)
+    adapter = ADAPTERS.get(card.adapter)()
+    strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
+    budget = parse_budget(config.budget, config.budget_ref_frames)
+    frames_n = config.frames or card.frames
+    if frames_n < 1:
+        raise UserError(f"--frames must be at least 1, got {frames_n}")
+    max_new = config.max_new_tokens or card.max_new_tokens
+    samples = adapter.load(card)
+    if config.limit is not None:
+        samples = samples[: config.limit]
+    if backbone is None:
+        backbone = load_backbone(config.backbone, device=config.device, dtype=config.dtype, attn=config.attn,
+                                 text_resume=config.text_resume, trust_remote_code=config.trust_remote_code)
+    torch.manual_seed(config.seed)
+
+    hashed = {k: v for k, v in asdict(config).items() if k not in ("limit", "out", "progress", "data_root")}
+    hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
+                  budget=budget.to_dict(), schema=HARNESS_SCHEMA)
+    chash = rec.config_hash(hashed)
+    directory = rec.run_dir(config.out, card.name, backbone.name, config.strategy, budget.label, frames_n)
+    head = {"task": card.name, "backbone": backbone.name, "strategy": config.strategy, "budget": budget.label,
+            "budget_spec": budget.to_dict(), "frames": frames_n, "config_hash": chash}
+
+    with rec.locked(directory):
+        manifest_path = directory / rec.MANIFEST
+        if manifest_path.exists():
+            old = rec.read_json(manifest_path)
+            if old.get("config_hash") != chash:
+                raise UserError(f"{directory} holds results of a different config (hash {old.get('config_hash')}, "
+                                f"now {chash}); pass another --out or remove that directory")
+        else:
+            rec.write_json(manifest_path, {**head, "config": hashed, "seed": config.seed,
+                                           "environment": rec.environment(), "backbone": backbone.describe(),
+                                           "backbone_fingerprint": backbone.fingerprint,
+                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        samples_path = directory / rec.SAMPLES
+        done = {r["id"] for r in rec.read_records(samples_path, repair=True)}
+        pending = [s for s in samples if s.id not in done]
+        writer = rec.RecordWriter(samples_path)
+        try:
+            bar = tqdm(pending, desc=f"{card.name} {config.strategy} b{budget.label} f{frames_n}", unit="sample",
+                       disable=not config.progress, dynamic_ncols=True)
+            for sample in bar:
+                writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
+                                             config.seed))
+        finally:
+            writer.close()
+        records = [r for r in rec.read_records(samples_path) if r["id"] in {s.id for s in samples}]
+        summary = rec.summarize(records, head, adapter.metrics, adapter.main_metric, adapter.breakdown_keys,
+                                config.seed)
+        rec.write_json(directory / rec.SUMMARY, summary)
+    return RunResult(directory, summary, len(pending))
+
+
+def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
+                    seed: int) -> dict[str, Any]:
+    """One record: the full chain for one sample, or an error record naming the cause."""
+    start = time.perf_counter()
+    base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
+    try:
+        if sample.media is None:
+            raise SampleError(sample.meta.get("media_error", "sample has no media"))
+        frames = load_frames(sample.media_kind, sample.media, frames_n)
+    except SampleError as e:
+        return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
+                "retention": None, "plan": None, "timings": {"load": time.perf_counter() - start}, "error": str(e)}
+    t_plan = time.perf_counter()
+    ctx = Context.build(sample, frames, backbone.geometry, budget, seed)
+    plan = strategy.plan(ctx)
+    plan_s = time.perf_counter() - t_plan
+    out = backbone.execute(plan, frames, sample.prompt, max_new)
+    if out.visual_tokens != plan.tokens:
+        raise RuntimeError(f"{sample.id}: plan promised {plan.tokens} visual tokens but the model got "
+                           f"{out.visual_tokens}; token accounting is broken")
+    score, parsed = adapter.score(sample, out.text)
+    timings = {"load": frames.decode_s, "plan": plan_s, **out.timings, "e2e": time.perf_counter() - start}
+    return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
+            "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
+            "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
+            "generated_tokens": out.generated_tokens, "flops": out.flops, "plan": plan.to_record(),
+            "frames_decoded": frames.count, "decoder": frames.backend, "timings": timings, "error": None}
