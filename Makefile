@@ -1,0 +1,28 @@
+# resadapt-eval: `make test` and `make demo` each install what they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+# Exact pins: torch 2.14.1 + torchvision 0.29.1 run on the CPU here and on GPUs elsewhere;
+# an unpinned torchvision would pull a mismatched torch.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# pytest exits 5 when it collects no tests: that is a failure too.
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo
+
+clean:
+	rm -rf .cache results/demo
