@@ -71,6 +71,11 @@ def main() -> None:
               help="Default: flash_attention_2 when installed on CUDA, else sdpa.")
 @click.option("--text-resume", default="max+1", show_default=True, type=click.Choice(["max+1", "hf"]),
               help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers 5.x).")
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+              help="Override a task-card setting, e.g. prompt_variant=qwen3_vl (repeatable; values are YAML).")
+@click.option("--judge-url", default=None,
+              help="OpenAI-compatible endpoint for answers the rules cannot read (tasks that support a judge); "
+                   "the key is read from the environment and never recorded.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(**kw) -> None:
@@ -80,7 +85,11 @@ def run(**kw) -> None:
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
-    result = run_config(RunConfig(progress=progress, **kw))
+    task_options = _parse_options(kw.pop("task_option"))
+    judge_url = kw.pop("judge_url")
+    if judge_url:
+        task_options["judge_url"] = judge_url
+    result = run_config(RunConfig(progress=progress, task_options=task_options, **kw))
     s = result.summary
     main_m = s["metrics"][s["main_metric"]]
     click.echo(f"{s['task']} {s['backbone']} {s['strategy']} b{s['budget']} f{s['frames']}: "
@@ -104,6 +113,19 @@ def list_(what: str, as_json: bool) -> None:
         from .backbones import backbone_names
         names = backbone_names()
     click.echo(json.dumps(names) if as_json else "\n".join(names))
+
+
+def _parse_options(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs, values read as YAML (so 3, true and [a, b] keep their types)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--task-option {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _check_positive(kw: dict, *names: str) -> None:

@@ -139,8 +139,9 @@ def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tupl
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in ok:
             value = (r.get("meta") or {}).get(key)
-            if value is not None:
-                groups.setdefault(str(value), []).append(r)
+            for v in (value if isinstance(value, (list, tuple)) else [value]):  # e.g. MathVista skills
+                if v is not None:
+                    groups.setdefault(str(v), []).append(r)
         breakdowns[key] = {v: {m: {"value": float(np.mean([g["score"][m] for g in rs]) * 100), "n": len(rs)}
                                for m in metrics} for v, rs in sorted(groups.items())}
     timing_keys = sorted({k for r in ok for k in (r.get("timings") or {})})

@@ -48,6 +48,7 @@ class RunConfig:
     text_resume: str = "max+1"
     trust_remote_code: bool = False
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
 
@@ -60,7 +61,7 @@ class RunResult:
 
 def run(config: RunConfig, backbone: Any = None) -> RunResult:
     """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary."""
-    card = TaskCard.load(config.task, config.data_root)
+    card = TaskCard.load(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
     strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
     budget = parse_budget(config.budget, config.budget_ref_frames)

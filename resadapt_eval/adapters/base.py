@@ -43,11 +43,15 @@ class TaskCard:
     missing_hint: str = ""
 
     @classmethod
-    def load(cls, name: str, data_root: str | None = None) -> "TaskCard":
+    def load(cls, name: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> "TaskCard":
         path = tasks_dir() / f"{name}.yaml"
         if not path.is_file():
             raise UserError(f"unknown task {name!r}; known: {', '.join(task_names())}")
         raw = yaml.safe_load(path.read_text()) or {}
+        for key, value in (overrides or {}).items():
+            if key in ("adapter", "data_root"):
+                raise UserError(f"--task-option {key} is not allowed; use --data-root for the data location")
+            raw[key] = value
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
