@@ -27,6 +27,7 @@ def task_names() -> list[str]:
 
 def _expand(value: str) -> str:
     os.environ.setdefault("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
+    os.environ.setdefault("RESADAPT_HOME", os.path.expanduser("~/.cache/resadapt-eval"))
     return os.path.expanduser(os.path.expandvars(value))
 
 
@@ -54,6 +55,10 @@ class TaskCard:
             raw[key] = value
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
+        probe = raw.get("probe")
+        if probe and data_root is None:  # generated tasks are built on first use, deterministically
+            from ..probes import ensure_built
+            ensure_built(name, root, seed=int(probe.get("seed", 0)), n=int(probe.get("n", 200)))
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
                    max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
                    options=raw)
@@ -81,13 +86,19 @@ class TaskCard:
 
 
 class TaskAdapter(Protocol):
-    """Reads samples and scores predictions for one benchmark."""
+    """Reads samples and scores predictions for one benchmark.
+
+    `load` reads the official files and turns each annotation row into a Sample with
+    `sample_from_row`, which the reference-model training also uses to build its prompts.
+    """
 
     metrics: tuple[str, ...]      # per-sample numeric score keys, reported as mean x 100
     main_metric: str
     breakdown_keys: tuple[str, ...]
 
     def load(self, card: TaskCard) -> list[Sample]: ...
+
+    def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample: ...
 
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:
         """(numeric scores, the parsed answer) for one prediction."""

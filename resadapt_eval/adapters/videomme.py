@@ -6,6 +6,7 @@ options (already "A. ..."), answer (a letter). Videos: <root>/data/<videoID>.mp4
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -27,23 +28,25 @@ class VideoMME:
     def load(self, card: TaskCard) -> list[Sample]:
         files = card.find(card.options.get("annotations", "videomme/test-*.parquet"), "annotation parquet")
         rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        variant = card.options.get("prompt_variant", "default")
-        video_dir = card.options.get("videos", "data")
-        exts = card.options.get("video_extensions", [".mp4", ".MP4", ".mkv"])
-        samples = []
-        for i, row in rows.iterrows():
-            options = [str(o) for o in row["options"]]
-            sid = str(row["question_id"]) if "question_id" in row and pd.notna(row["question_id"]) else f"{row['videoID']}-{i}"
-            samples.append(Sample(
-                id=sid,
-                prompt=videomme_prompt(str(row["question"]), options, variant),
-                media_kind="video",
-                media=_video_path(card, video_dir, str(row["videoID"]), exts),
-                target=str(row["answer"]).strip(),
-                meta={k: _plain(row[k]) for k in ("duration", "domain", "sub_category", "task_type", "videoID")
-                      if k in row},
-            ))
-        return samples
+        return [self.sample_from_row({k: _plain(v) for k, v in row.items()}, card, i) for i, row in rows.iterrows()]
+
+    def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
+        """One annotation row as a Sample (prompt built as lmms-eval 0.7.3 does)."""
+        options = [str(o) for o in row["options"]]
+        qid = row.get("question_id")
+        sid = str(qid) if qid is not None and qid == qid else f"{row['videoID']}-{index}"
+        meta = {k: row[k] for k in ("duration", "domain", "sub_category", "task_type", "videoID") if k in row}
+        if row.get("evidence"):
+            meta["evidence"] = json.loads(row["evidence"])
+        return Sample(
+            id=sid,
+            prompt=videomme_prompt(str(row["question"]), options, card.options.get("prompt_variant", "default")),
+            media_kind="video",
+            media=_video_path(card, card.options.get("videos", "data"), str(row["videoID"]),
+                              card.options.get("video_extensions", [".mp4", ".MP4", ".mkv"])),
+            target=str(row["answer"]).strip(),
+            meta=meta,
+        )
 
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:
         parsed = extract_mcq_answer(prediction, CHOICES)
@@ -60,4 +63,7 @@ def _video_path(card: TaskCard, video_dir: str, video_id: str, exts: list[str]) 
 
 
 def _plain(value: Any) -> Any:
+    """numpy scalars and arrays from parquet as plain Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
     return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,309 @@
+"""Probe tasks: small procedurally generated benchmarks on which visual budgets matter for real.
+
+Each probe is written in the on-disk layout of the benchmark it mirrors and scored by that
+benchmark's adapter, so the whole pipeline is exercised end to end on any machine.
+
+The needle is a small tile of fine black-and-white texture (stripes in four orientations, or a
+checkerboard). All five textures are half black, so once a tile is downscaled below its texture
+period it turns into the same grey and can no longer be told apart: reading it needs resolution
+on the right frames. Clutter is flat-coloured moving rectangles, never black and white.
+
+- probe-videoqa (Video-MME layout): 8 frames, 196 px; the tile shows in one 2-frame chunk.
+- probe-longvideo (LongVideoBench layout): 64 frames, 112 px, coarser texture (survives a 0.5
+  scale, not a 0.25 one): more frames at lower resolution should beat fewer sharp frames.
+- probe-grounding (Charades-STA layout): 32 frames at 2 fps; a large tile is visible for a span
+  of whole seconds; the answer is that span.
+- probe-math (MathVista layout): one 336 px image with "a + b" (free-form integer) or "a op b"
+  (multiple choice: which operator) rendered at a size between 12 and 44 px.
+
+Multiple-choice options come in a fixed order per family (the probes measure budget sensitivity,
+not option matching). Every row records where its evidence is (frames, chunk, box, size).
+Generation is deterministic from a seed; evaluation splits use seeds below TRAIN_SEED_BASE, the
+reference model's training data only seeds from it upwards.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+TRAIN_SEED_BASE = 1_000_000
+TEXTURES = ("horizontal stripes", "vertical stripes", "checkerboard", "rising diagonal stripes",
+            "falling diagonal stripes")
+OPERATORS = ("+", "-", "×", "÷")
+# Classes of the dense per-token labels used to pretrain a vision tower (see reference.py).
+CLASSES = (("background",) + tuple(f"texture:{t}" for t in TEXTURES) + ("texture:unreadable",)
+           + tuple(f"char:{d}" for d in "0123456789") + tuple(f"char:{o}" for o in OPERATORS)
+           + ("char:=", "char:?", "char:unreadable"))
+CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
+
+
+@dataclass
+class ProbeItem:
+    """One generated sample: pixels, its annotation row in the mirrored layout, and its evidence."""
+
+    task: str
+    id: str
+    pixels: np.ndarray                  # (N, H, W, 3) uint8; N = 1 for an image
+    fps: float
+    row: dict[str, Any]                 # the official-layout annotation row
+    target_text: str                    # the ideal model answer
+    evidence: dict[str, Any]
+    boxes: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)  # frame, y0, x0, y1, x1, class
+
+
+# -- drawing -----------------------------------------------------------------------------------
+
+def texture(kind: int, height: int, width: int, period: int, rng: np.random.Generator) -> np.ndarray:
+    """A (h, w) uint8 black/white texture tile of the given kind and period (random phase)."""
+    y, x = np.mgrid[0:height, 0:width]
+    half = period / 2
+    py, px = rng.integers(0, period, 2)
+    if kind == 0:
+        on = ((y + py) // half) % 2
+    elif kind == 1:
+        on = ((x + px) // half) % 2
+    elif kind == 2:
+        on = (((x + px) // half) + ((y + py) // half)) % 2
+    elif kind == 3:
+        on = ((x + y + px) // half) % 2
+    else:
+        on = ((x - y + px + 4 * period) // half) % 2
+    return (on * 255).astype(np.uint8)
+
+
+class Clutter:
+    """Flat-coloured rectangles drifting across the frame (mid-range colours, no black or white)."""
+
+    def __init__(self, rng: np.random.Generator, height: int, width: int, n: int):
+        self.h, self.w = height, width
+        self.bg = rng.integers(60, 200, 3)
+        self.rects = []
+        for _ in range(n):
+            rh, rw = rng.integers(height // 10, height // 3, 2)
+            self.rects.append((rng.integers(40, 216, 3), rh, rw, rng.uniform(0, height), rng.uniform(0, width),
+                               rng.uniform(-3, 3), rng.uniform(-3, 3)))
+
+    def frame(self, t: int) -> np.ndarray:
+        img = np.empty((self.h, self.w, 3), np.uint8)
+        img[:] = self.bg
+        for colour, rh, rw, y, x, vy, vx in self.rects:
+            yy = int(y + vy * t) % self.h
+            xx = int(x + vx * t) % self.w
+            img[yy:yy + rh, xx:xx + rw] = colour
+        return img
+
+
+def place(rng: np.random.Generator, height: int, width: int, size: int) -> tuple[int, int]:
+    return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+
+
+def _seeded(task: str, seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([zlib.crc32(task.encode()), seed, index])
+
+
+# -- the four probes -----------------------------------------------------------------------------
+
+def make_videoqa(seed: int, index: int, n_frames: int = 8, side: int = 196, fps: float = 4.0,
+                 tile: tuple[int, int] = (26, 36), period: int = 4) -> ProbeItem:
+    rng = _seeded("probe-videoqa", seed, index)
+    kind = int(rng.integers(0, 4))
+    clutter = Clutter(rng, side, side, int(rng.integers(3, 8)))
+    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
+    size = int(rng.integers(tile[0], tile[1] + 1))
+    y, x = place(rng, side, side, size)
+    chunk = int(rng.integers(0, n_frames // 2))
+    tex = texture(kind, size, size, period, rng)
+    for f in (2 * chunk, 2 * chunk + 1):
+        frames[f, y:y + size, x:x + size] = tex[..., None]
+    vid = f"pvqa-{seed}-{index:05d}"
+    options = [f"{'ABCD'[i]}. {TEXTURES[i]}" for i in range(4)]
+    row = {"video_id": f"{index:05d}", "duration": "short", "domain": "Probe", "sub_category": "Needle texture",
+           "url": "", "videoID": vid, "question_id": vid, "task_type": "Texture Recognition",
+           "question": "A small textured tile appears briefly in the video. Which texture does it have?",
+           "options": options, "answer": "ABCD"[kind]}
+    evidence = {"frames": [2 * chunk, 2 * chunk + 1], "chunk": chunk, "box": [y, x, y + size, x + size],
+                "size": size, "period": period, "texture": TEXTURES[kind]}
+    boxes = [(f, y, x, y + size, x + size, CLASS_ID[f"texture:{TEXTURES[kind]}"]) for f in evidence["frames"]]
+    return ProbeItem("probe-videoqa", vid, frames, fps, row, "ABCD"[kind], evidence, boxes)
+
+
+def make_longvideo(seed: int, index: int, n_frames: int = 64, side: int = 112,
+                   tile: tuple[int, int] = (36, 48), period: int = 8) -> ProbeItem:
+    rng = _seeded("probe-longvideo", seed, index)
+    five = bool(rng.integers(0, 2))
+    kind = int(rng.integers(0, 5 if five else 4))
+    fps = float(rng.choice([8.0, 2.0]))            # 8 s or 32 s: duration groups 15 and 60
+    clutter = Clutter(rng, side, side, int(rng.integers(2, 6)))
+    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
+    size = int(rng.integers(tile[0], tile[1] + 1))
+    y, x = place(rng, side, side, size)
+    chunk = int(rng.integers(0, n_frames // 2))
+    tex = texture(kind, size, size, period, rng)
+    for f in (2 * chunk, 2 * chunk + 1):
+        frames[f, y:y + size, x:x + size] = tex[..., None]
+    vid = f"plvb-{seed}-{index:05d}"
+    duration = n_frames / fps
+    row = {"video_id": vid, "id": vid, "video_path": f"{vid}.mp4", "subtitle_path": f"{vid}_en.json",
+           "question": "One frame of the video shows a textured tile. Which texture is it?",
+           "correct_choice": kind, "duration": duration, "duration_group": 15 if duration <= 15 else 60,
+           "question_category": "T3O", "topic_category": "Probe", "starting_timestamp_for_subtitles": 0.0}
+    for i in range(5):
+        row[f"option{i}"] = TEXTURES[i] if (i < 4 or five) else "N/A"
+    evidence = {"frames": [2 * chunk, 2 * chunk + 1], "chunk": chunk, "box": [y, x, y + size, x + size],
+                "size": size, "period": period, "texture": TEXTURES[kind], "options": 5 if five else 4}
+    boxes = [(f, y, x, y + size, x + size, CLASS_ID[f"texture:{TEXTURES[kind]}"]) for f in evidence["frames"]]
+    return ProbeItem("probe-longvideo", vid, frames, fps, row, "ABCDE"[kind], evidence, boxes)
+
+
+def make_grounding(seed: int, index: int, seconds: int = 16, fps: float = 2.0, side: int = 112,
+                   tile: tuple[int, int] = (40, 56), period: int = 8) -> ProbeItem:
+    rng = _seeded("probe-grounding", seed, index)
+    kind = int(rng.integers(0, 5))
+    n_frames = int(seconds * fps)
+    clutter = Clutter(rng, side, side, int(rng.integers(2, 6)))
+    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
+    length = int(rng.integers(2, 9))
+    start = int(rng.integers(0, seconds - length + 1))
+    end = start + length
+    size = int(rng.integers(tile[0], tile[1] + 1))
+    y, x = place(rng, side, side, size)
+    tex = texture(kind, size, size, period, rng)
+    shown = list(range(int(start * fps), int(end * fps)))
+    for f in shown:
+        frames[f, y:y + size, x:x + size] = tex[..., None]
+    vid = f"pgnd-{seed}-{index:05d}"
+    row = {"video": f"{vid}.mp4", "caption": f"a tile with {TEXTURES[kind]} is visible",
+           "timestamp": [float(start), float(end)]}
+    evidence = {"frames": shown, "seconds": [start, end], "box": [y, x, y + size, x + size], "size": size,
+                "period": period, "texture": TEXTURES[kind]}
+    boxes = [(f, y, x, y + size, x + size, CLASS_ID[f"texture:{TEXTURES[kind]}"]) for f in shown]
+    target = f"The event happens in {start:.1f} - {end:.1f} seconds."
+    return ProbeItem("probe-grounding", vid, frames, fps, row, target, evidence, boxes)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (12, 44)) -> ProbeItem:
+    from PIL import Image, ImageDraw
+
+    rng = _seeded("probe-math", seed, index)
+    free_form = bool(rng.integers(0, 2))
+    a, b = (int(v) for v in rng.integers(0, 10, 2))
+    op = 0 if free_form else int(rng.integers(0, 4))
+    text = f"{a}{OPERATORS[op]}{b}=?"
+    size = int(round(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1])))))
+    font = _font(size)
+    gap = max(2, size // 5)
+    widths = [font.getlength(ch) for ch in text]
+    total_w = int(sum(widths) + gap * (len(text) - 1)) + 2 * gap
+    box_h = int(size * 1.4) + 2 * gap
+    img = Clutter(rng, side, side, int(rng.integers(4, 10))).frame(0)
+    y0, x0 = place(rng, side, side, max(total_w, box_h))
+    img[y0:y0 + box_h, x0:x0 + total_w] = 255
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    boxes = []
+    cx = x0 + gap
+    for ch, w in zip(text, widths):
+        draw.text((cx, y0 + gap), ch, font=font, fill=(0, 0, 0))
+        l, t, r, btm = draw.textbbox((cx, y0 + gap), ch, font=font)
+        boxes.append((0, int(t), int(l), int(btm), int(r), CLASS_ID[f"char:{ch}"]))
+        cx += w + gap
+    pid = f"pmath-{seed}-{index:05d}"
+    if free_form:
+        question = "What is the value of the expression in the image?"
+        choices, answer, qtype, atype, target = None, str(a + b), "free_form", "integer", str(a + b)
+    else:
+        question = "Which operator appears in the expression in the image?"
+        choices, answer, qtype, atype = list(OPERATORS), OPERATORS[op], "multi_choice", "text"
+        target = "ABCD"[op]
+    row = {"pid": pid, "question": question, "image": f"images/{pid}.png", "choices": choices, "unit": None,
+           "precision": None, "answer": answer, "question_type": qtype, "answer_type": atype,
+           "metadata": {"split": "testmini", "language": "english", "img_width": side, "img_height": side,
+                        "source": "probe", "category": "math-targeted-vqa", "task": "probe arithmetic",
+                        "context": "synthetic scene", "grade": "elementary school",
+                        "skills": ["arithmetic reasoning"] + ([] if free_form else ["algebraic reasoning"])}}
+    evidence = {"box": [y0, x0, y0 + box_h, x0 + total_w], "text_size": size, "text": text}
+    return ProbeItem("probe-math", pid, np.asarray(pil)[None], 1.0, row, target, evidence, boxes)
+
+
+GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
+    "probe-videoqa": make_videoqa,
+    "probe-longvideo": make_longvideo,
+    "probe-grounding": make_grounding,
+    "probe-math": make_math,
+}
+
+
+# -- writing the official layouts ----------------------------------------------------------------
+
+def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8) -> Path:
+    """Write an evaluation split of `task` under `root` in its mirrored benchmark's layout."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .synth import encode_video
+
+    if task not in GENERATORS:
+        raise ValueError(f"unknown probe {task!r}; known: {', '.join(GENERATORS)}")
+    if seed >= TRAIN_SEED_BASE:
+        raise ValueError(f"evaluation seeds must be below {TRAIN_SEED_BASE} (training uses the rest)")
+    root = Path(root)
+    rows = []
+    for i in tqdm(range(n), desc=f"building {task}", unit="sample", leave=False):
+        item = GENERATORS[task](seed, i)
+        row = dict(item.row, evidence=json.dumps(item.evidence))
+        if task == "probe-videoqa":
+            encode_video(root / "data" / f"{item.row['videoID']}.mp4", item.pixels, item.fps, crf)
+        elif task == "probe-longvideo":
+            encode_video(root / "videos" / item.row["video_path"], item.pixels, item.fps, crf)
+        elif task == "probe-grounding":
+            encode_video(root / "Charades_v1_480" / item.row["video"], item.pixels, item.fps, crf)
+        else:
+            from io import BytesIO
+
+            from PIL import Image
+            buf = BytesIO()
+            Image.fromarray(item.pixels[0]).save(buf, format="PNG")
+            row["decoded_image"] = {"bytes": buf.getvalue(), "path": item.row["image"]}
+        rows.append(row)
+    _write_annotations(task, root, rows)
+    (root / "PROBE.json").write_text(json.dumps({"task": task, "seed": seed, "n": n, "crf": crf}) + "\n")
+    return root
+
+
+def _write_annotations(task: str, root: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if task == "probe-videoqa":
+        (root / "videomme").mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "videomme" / "test-00000-of-00001.parquet")
+    elif task == "probe-longvideo":
+        root.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "validation-00000-of-00001.parquet")
+    elif task == "probe-grounding":
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "data" / "test-00000-of-00001.parquet")
+    else:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / "data" / "testmini-00000-of-00001.parquet")
+
+
+def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200) -> Path:
+    """Build the evaluation split on first use (deterministic, so every machine gets the same data)."""
+    marker = root / "PROBE.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if meta.get("seed") == seed and meta.get("n") == n:
+            return root
+    return build(task, root, seed=seed, n=n)
