@@ -49,35 +49,47 @@ def main() -> None:
     """
 
 
+def shared_options(f):
+    """Options common to `run` and `sweep`."""
+    for option in reversed(_SHARED):
+        f = option(f)
+    return f
+
+
+_SHARED = [
+    click.option("--backbone", default="reference", show_default=True,
+                 help="Bundled alias, local checkpoint folder, or hub id (Qwen2.5-VL / Qwen3-VL)."),
+    click.option("--budget-ref-frames", type=int, default=None,
+                 help="Make the budget relative to vanilla at this many frames (e.g. 8 while --frames 128)."),
+    click.option("--limit", type=int, default=None, help="Evaluate only the first N samples."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice."),
+    click.option("--out", default="results", show_default=True, help="Results root."),
+    click.option("--data-root", default=None, help="Where the task's data is (overrides the card)."),
+    click.option("--max-new-tokens", type=int, default=None, help="Generation length (default: the task card's)."),
+    click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)."),
+    click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]),
+                 help="Default: bfloat16 on CUDA, float32 on CPU."),
+    click.option("--attn", default=None, type=click.Choice(["sdpa", "eager", "flash_attention_2"]),
+                 help="Default: flash_attention_2 when installed on CUDA, else sdpa."),
+    click.option("--text-resume", default="max+1", show_default=True, type=click.Choice(["max+1", "hf"]),
+                 help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers 5.x)."),
+    click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+                 help="Override a task-card setting, e.g. prompt_variant=qwen3_vl (repeatable; values are YAML)."),
+    click.option("--judge-url", default=None,
+                 help="OpenAI-compatible endpoint for answers the rules cannot read (tasks that support a judge); "
+                      "the key is read from the environment and never recorded."),
+    click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run."),
+    click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+]
+
+
 @main.command()
 @click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
-@click.option("--backbone", default="reference", show_default=True,
-              help="Bundled alias, local checkpoint folder, or hub id (Qwen2.5-VL / Qwen3-VL).")
 @click.option("--strategy", default="vanilla", show_default=True, help="How to spend the budget (`list strategies`).")
 @click.option("--budget", default="1.0", show_default=True,
               help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
-@click.option("--budget-ref-frames", type=int, default=None,
-              help="Make the budget relative to vanilla at this many frames (e.g. 8 while --frames 128).")
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
-@click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-@click.option("--out", default="results", show_default=True, help="Results root.")
-@click.option("--data-root", default=None, help="Where the task's data is (overrides the card).")
-@click.option("--max-new-tokens", type=int, default=None, help="Generation length (default: the task card's).")
-@click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available).")
-@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]),
-              help="Default: bfloat16 on CUDA, float32 on CPU.")
-@click.option("--attn", default=None, type=click.Choice(["sdpa", "eager", "flash_attention_2"]),
-              help="Default: flash_attention_2 when installed on CUDA, else sdpa.")
-@click.option("--text-resume", default="max+1", show_default=True, type=click.Choice(["max+1", "hf"]),
-              help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers 5.x).")
-@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
-              help="Override a task-card setting, e.g. prompt_variant=qwen3_vl (repeatable; values are YAML).")
-@click.option("--judge-url", default=None,
-              help="OpenAI-compatible endpoint for answers the rules cannot read (tasks that support a judge); "
-                   "the key is read from the environment and never recorded.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@shared_options
 def run(**kw) -> None:
     """Evaluate one task under one strategy and budget; writes samples.jsonl, summary.json and
     manifest.json under OUT/<task>/<backbone>/<strategy>/b<budget>-f<frames>/ and resumes there."""
@@ -89,13 +101,78 @@ def run(**kw) -> None:
     judge_url = kw.pop("judge_url")
     if judge_url:
         task_options["judge_url"] = judge_url
-    result = run_config(RunConfig(progress=progress, task_options=task_options, **kw))
+    _report(run_config(RunConfig(progress=progress, task_options=task_options, **kw)))
+
+
+@main.group()
+def probe() -> None:
+    """Generated probe tasks that run anywhere (see resadapt_eval/probes.py)."""
+
+
+@probe.command(name="build")
+@click.option("--task", "tasks", multiple=True, required=True,
+              type=click.Choice(["probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math"]),
+              help="Probe to build (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Evaluation seed (training uses >= 1,000,000).")
+@click.option("--n", type=int, default=200, show_default=True, help="Number of samples.")
+@click.option("--out", default=None, help="Data root (default: the task card's, $RESADAPT_HOME/probes/<task>).")
+def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> None:
+    """Write a probe's evaluation split in the layout of the benchmark it mirrors."""
+    from .probes import TRAIN_SEED_BASE, build
+
+    if seed >= TRAIN_SEED_BASE:
+        raise UserError(f"--seed must be below {TRAIN_SEED_BASE}: higher seeds are the reference model's training data")
+    for task in tasks:
+        root = (out if len(tasks) == 1 else f"{out}/{task}") if out else _card_root(task)
+        path = build(task, root, seed=seed, n=n)
+        click.echo(f"{task}: {n} samples (seed {seed}) in {path}")
+
+
+def _card_root(task: str) -> str:
+    import yaml
+
+    from .adapters.base import _expand, tasks_dir
+    raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
+    return _expand(raw["data_root"])
+
+
+@main.command()
+@click.option("--tasks", required=True, help="Comma-separated task names.")
+@click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
+              help="Comma-separated strategy names.")
+@click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True, help="Comma-separated budgets.")
+@click.option("--frames", "frames_list", default=None, help="Comma-separated frame counts (default: each card's).")
+@shared_options
+def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **kw) -> None:
+    """Run every task x strategy x budget with one backbone load; each configuration resumes on its own."""
+    import time as _time
+
+    from .runner import RunConfig, sweep as run_sweep
+
+    _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
+    kw["progress"] = not kw.pop("no_progress")
+    task_options = _parse_options(kw.pop("task_option"))
+    judge_url = kw.pop("judge_url")
+    if judge_url:
+        task_options["judge_url"] = judge_url
+    frames = [int(x) for x in frames_list.split(",")] if frames_list else None
+    base = RunConfig(task="", task_options=task_options, **kw)
+    start = _time.perf_counter()
+    results = run_sweep(base, _split(tasks), _split(strategies), _split(budgets), frames, on_result=_report)
+    click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _report(result) -> None:
     s = result.summary
-    main_m = s["metrics"][s["main_metric"]]
+    m = s["metrics"][s["main_metric"]]
     click.echo(f"{s['task']} {s['backbone']} {s['strategy']} b{s['budget']} f{s['frames']}: "
-               f"{s['main_metric']} {main_m['value']:.2f} [{main_m['ci_low']:.2f}, {main_m['ci_high']:.2f}] "
-               f"n={s['n_scored']} errors={s['n_errors']} retention={_fmt(s['retention_mean'])} "
-               f"tokens={_fmt(s['tokens_mean'], 1)} -> {result.directory}")
+               f"{s['main_metric']} {m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] n={s['n_scored']} "
+               f"errors={s['n_errors']} retention={_fmt(s['retention_mean'])} tokens={_fmt(s['tokens_mean'], 1)} "
+               f"-> {result.directory}")
 
 
 @main.command(name="list")

@@ -113,3 +113,39 @@ def load_frames(kind: str, media: Any, n_frames: int) -> Frames:
     if kind == "video":
         return load_video(media, n_frames)
     return load_image(media)
+
+
+class FrameCache:
+    """Decoded frames kept across the configurations of a sweep (LRU, bounded in bytes).
+
+    Hits return the same Frames object (never mutated downstream) and keep its original
+    `decode_s`, so records still report what decoding that sample costs.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.items: "OrderedDict[tuple, Frames]" = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    def load(self, kind: str, media: Any, n_frames: int) -> tuple[Frames, bool]:
+        """(frames, whether they came from the cache)."""
+        if not isinstance(media, (str, os.PathLike)):
+            return load_frames(kind, media, n_frames), False
+        key = (kind, str(media), n_frames)
+        if key in self.items:
+            self.items.move_to_end(key)
+            self.hits += 1
+            return self.items[key], True
+        self.misses += 1
+        frames = load_frames(kind, media, n_frames)
+        size = frames.pixels.nbytes
+        if size <= self.max_bytes:
+            self.items[key] = frames
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self.items.popitem(last=False)
+                self.bytes -= old.pixels.nbytes
+        return frames, False

@@ -7,7 +7,7 @@ is refused instead of mixing into the directory. Bad samples become error record
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from .adapters import ADAPTERS
 from .adapters.base import TaskCard
 from .backbones import load_backbone
 from .budget import parse_budget
-from .media import load_frames
+from .media import FrameCache, load_frames
 from .strategies import STRATEGIES
 from .strategies.base import Context
 from .types import SampleError, UserError
@@ -59,8 +59,11 @@ class RunResult:
     new_records: int
 
 
-def run(config: RunConfig, backbone: Any = None) -> RunResult:
-    """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary."""
+def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None) -> RunResult:
+    """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary.
+
+    `backbone` and `cache` let a sweep share one loaded model and the decoded frames across runs.
+    """
     card = TaskCard.load(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
     strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
@@ -106,7 +109,7 @@ def run(config: RunConfig, backbone: Any = None) -> RunResult:
                        disable=not config.progress, dynamic_ncols=True)
             for sample in bar:
                 writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
-                                             config.seed))
+                                             config.seed, cache))
         finally:
             writer.close()
         records = [r for r in rec.read_records(samples_path) if r["id"] in {s.id for s in samples}]
@@ -117,14 +120,24 @@ def run(config: RunConfig, backbone: Any = None) -> RunResult:
 
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
-                    seed: int) -> dict[str, Any]:
-    """One record: the full chain for one sample, or an error record naming the cause."""
+                    seed: int, cache: FrameCache | None = None) -> dict[str, Any]:
+    """One record: the full chain for one sample, or an error record naming the cause.
+
+    With a frame cache, `e2e` still counts the sample's original decode time, so latencies of
+    configurations in a sweep compare as if each had run alone.
+    """
     start = time.perf_counter()
     base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
+    cached = False
     try:
         if sample.media is None:
             raise SampleError(sample.meta.get("media_error", "sample has no media"))
-        frames = load_frames(sample.media_kind, sample.media, frames_n)
+        if cache is not None:
+            frames, cached = cache.load(sample.media_kind, sample.media, frames_n)
+        else:
+            frames = load_frames(sample.media_kind, sample.media, frames_n)
+        if cached:
+            start -= frames.decode_s
     except SampleError as e:
         return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
                 "retention": None, "plan": None, "timings": {"load": time.perf_counter() - start}, "error": str(e)}
@@ -142,4 +155,24 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
             "generated_tokens": out.generated_tokens, "flops": out.flops, "plan": plan.to_record(),
-            "frames_decoded": frames.count, "decoder": frames.backend, "timings": timings, "error": None}
+            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "timings": timings,
+            "error": None}
+
+
+def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: list[str],
+          frames: list[int | None] | None = None, on_result: Any = None) -> list[RunResult]:
+    """Every task x strategy x budget (x frames) with one backbone load and shared decoded frames."""
+    backbone = load_backbone(base.backbone, device=base.device, dtype=base.dtype, attn=base.attn,
+                             text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
+    results = []
+    for task in tasks:
+        cache = FrameCache()
+        for n in frames or [base.frames]:
+            for strategy in strategies:
+                for budget in budgets:
+                    cfg = replace(base, task=task, strategy=strategy, budget=budget, frames=n)
+                    result = run(cfg, backbone=backbone, cache=cache)
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+    return results

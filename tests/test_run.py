@@ -162,3 +162,25 @@ def test_sigkill_half_way_then_resume(tiny25, tmp_path):
     for s in (s1, s2):
         s.pop("timings_mean")
     assert s1 == s2
+
+
+def test_sweep_shares_one_load_and_matches_single_runs(sweep, tiny25, videomme_root, tmp_path):
+    out = tmp_path / "sweep"
+    res = cli("sweep", "--tasks", "videomme", "--strategies", "vanilla,uniform-scale", "--budgets", "0.25,1.0",
+              "--backbone", str(tiny25), "--data-root", str(videomme_root), "--frames", "8", "--out", str(out),
+              "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "4 configurations" in res.output
+    for strategy in ("vanilla", "uniform-scale"):
+        for budget in ("0.25", "1"):
+            a, sa, _ = load(rec.run_dir(out, "videomme", tiny25.name, strategy, budget, 8))
+            b, sb, _ = load(rec.run_dir(sweep, "videomme", tiny25.name, strategy, budget, 8))
+            key = lambda rs: {r["id"]: (r["prediction"], r["tokens"], r["score"]) for r in rs}  # noqa: E731
+            assert key(a) == key(b)
+            assert sa["metrics"] == sb["metrics"]
+            ok = [r for r in a if not r["error"]]
+            if strategy == "vanilla" and budget == "0.25":  # first config: each video decoded once
+                assert sum(not r["frames_cached"] for r in ok) == len({r["meta"]["videoID"] for r in ok})
+            else:
+                assert all(r["frames_cached"] for r in ok)
+            assert all(r["timings"]["e2e"] >= r["timings"]["load"] > 0 for r in ok)
