@@ -103,6 +103,20 @@ def place(rng: np.random.Generator, height: int, width: int, size: int) -> tuple
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
 
 
+def needle_clip(rng: np.random.Generator, kind: int, n_frames: int, side: int, n_rects: tuple[int, int],
+                tile: tuple[int, int], period: int) -> tuple[np.ndarray, int, int, int, int]:
+    """Cluttered frames with a texture tile in one random 2-frame chunk: (frames, size, y, x, chunk)."""
+    clutter = Clutter(rng, side, side, int(rng.integers(*n_rects)))
+    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
+    size = int(rng.integers(tile[0], tile[1] + 1))
+    y, x = place(rng, side, side, size)
+    chunk = int(rng.integers(0, n_frames // 2))
+    tex = texture(kind, size, size, period, rng)
+    for f in (2 * chunk, 2 * chunk + 1):
+        frames[f, y:y + size, x:x + size] = tex[..., None]
+    return frames, size, y, x, chunk
+
+
 def _seeded(task: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(task.encode()), seed, index])
 
@@ -113,14 +127,7 @@ def make_videoqa(seed: int, index: int, n_frames: int = 8, side: int = 196, fps:
                  tile: tuple[int, int] = (26, 36), period: int = 4) -> ProbeItem:
     rng = _seeded("probe-videoqa", seed, index)
     kind = int(rng.integers(0, 4))
-    clutter = Clutter(rng, side, side, int(rng.integers(3, 8)))
-    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
-    size = int(rng.integers(tile[0], tile[1] + 1))
-    y, x = place(rng, side, side, size)
-    chunk = int(rng.integers(0, n_frames // 2))
-    tex = texture(kind, size, size, period, rng)
-    for f in (2 * chunk, 2 * chunk + 1):
-        frames[f, y:y + size, x:x + size] = tex[..., None]
+    frames, size, y, x, chunk = needle_clip(rng, kind, n_frames, side, (3, 8), tile, period)
     vid = f"pvqa-{seed}-{index:05d}"
     options = [f"{'ABCD'[i]}. {TEXTURES[i]}" for i in range(4)]
     row = {"video_id": f"{index:05d}", "duration": "short", "domain": "Probe", "sub_category": "Needle texture",
@@ -139,14 +146,7 @@ def make_longvideo(seed: int, index: int, n_frames: int = 64, side: int = 112,
     five = bool(rng.integers(0, 2))
     kind = int(rng.integers(0, 5 if five else 4))
     fps = float(rng.choice([8.0, 2.0]))            # 8 s or 32 s: duration groups 15 and 60
-    clutter = Clutter(rng, side, side, int(rng.integers(2, 6)))
-    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
-    size = int(rng.integers(tile[0], tile[1] + 1))
-    y, x = place(rng, side, side, size)
-    chunk = int(rng.integers(0, n_frames // 2))
-    tex = texture(kind, size, size, period, rng)
-    for f in (2 * chunk, 2 * chunk + 1):
-        frames[f, y:y + size, x:x + size] = tex[..., None]
+    frames, size, y, x, chunk = needle_clip(rng, kind, n_frames, side, (2, 6), tile, period)
     vid = f"plvb-{seed}-{index:05d}"
     duration = n_frames / fps
     row = {"video_id": vid, "id": vid, "video_path": f"{vid}.mp4", "subtitle_path": f"{vid}_en.json",

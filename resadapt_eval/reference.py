@@ -55,17 +55,19 @@ class Recipe:
     stage1_steps: int = 1500
     stage1_batch: int = 24
     stage1_lr: float = 2e-3
-    stage2_steps: int = 2500
+    stage2_steps: int = 2400
     stage2_batch: int = 12
     stage2_lr: float = 1e-3
     stage2_frozen_share: float = 1.0
+    focus_share: float = 0.4      # first part of stage 2: windows around the evidence that widen to the full input
     vision_lr_scale: float = 0.1
     mix: dict[str, float] = field(default_factory=lambda: {
         "probe-videoqa": 0.3, "probe-longvideo": 0.2, "probe-grounding": 0.25, "probe-math": 0.25})
     min_scale: float = 0.25
     max_pixels_tokens: int = 256
     log_every: int = 50
-    eval_every: int = 250
+    eval_every: int = 300
+    continued_from: str | None = None
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -297,31 +299,50 @@ class Trainer:
     def prompt(self, task: str, row: dict[str, Any]) -> str:
         return prompt_for(task, row)
 
-    def batch(self, items: list[tuple[str, probes.ProbeItem]], plan: bool = True):
+    def focus(self, item: probes.ProbeItem, share: float) -> tuple[np.ndarray, list[int]]:
+        """A window of the input around its evidence covering `share` of it (curriculum); frame numbers kept."""
+        n = item.pixels.shape[0]
+        if share >= 1.0:
+            return item.pixels, list(range(n))
+        if n == 1:  # an image: a square crop around the text box
+            y0, x0, y1, x1 = item.evidence["box"]
+            H, W = item.pixels.shape[1:3]
+            side = min(H, W, max(y1 - y0, x1 - x0, int(round(share * min(H, W)))) + 28)
+            cy = self.rng.randint(max(0, y1 - side), max(0, min(y0, H - side)))
+            cx = self.rng.randint(max(0, x1 - side), max(0, min(x0, W - side)))
+            return item.pixels[:, cy:cy + side, cx:cx + side], [0]
+        if "chunk" not in item.evidence:  # grounding needs the whole clip
+            return item.pixels, list(range(n))
+        chunks = n // 2
+        keep = max(1, int(round(share * chunks)))
+        first = self.rng.randint(max(0, item.evidence["chunk"] - keep + 1), min(item.evidence["chunk"], chunks - keep))
+        frames = list(range(2 * first, 2 * (first + keep)))
+        return item.pixels[frames], frames
+
+    def batch(self, items: list[tuple[str, probes.ProbeItem]], plan: bool = True, share: float = 1.0):
         """Padded model inputs for (task, item) pairs with random plans; labels only on the answers."""
         r = self.recipe
-        seqs, chunks, spans, kinds, all_grids, offsets = [], [], [], [], [], []
+        seqs, chunks, kinds, all_grids, offsets = [], [], [], [], []
         for task, item in items:
-            n = item.pixels.shape[0]
-            H, W = item.pixels.shape[1:3]
+            pixels, frame_ids = self.focus(item, share)
+            n = pixels.shape[0]
+            H, W = pixels.shape[1:3]
             if plan:
                 groups, sizes = random_plan(self.rng, n, (H, W), r.min_scale, r.max_pixels_tokens)
             else:
-                groups, sizes = random_plan(random.Random(0), n, (H, W), 1.0, r.max_pixels_tokens)
                 groups = [tuple(range(n))[i:i + 2] for i in range(0, n, 2)] if n > 1 else [(0,)]
                 sizes = [(snap(H), snap(W))] * len(groups)
             kind = "image" if n == 1 else "video"
-            cs = [resize_chunk(item.pixels[list(g)], sz) for g, sz in zip(groups, sizes)]
+            cs = [resize_chunk(pixels[list(g)], sz) for g, sz in zip(groups, sizes)]
             n_vis = sum((h // 28) * (w // 28) for h, w in sizes)
             ids, plen = self.builder.ids(self.prompt(task, item.row), kind, n_vis, item.target_text)
             seqs.append((ids, plen))
             chunks += cs
             kinds.append(kind)
-            if kind == "video":
-                total = n  # uniform spacing over the kept frames (as the strategies compute it)
-                kept = len([i for g in groups for i in g])
-                interval = 2 / (kept / total * item.fps)
-                offsets.append((torch.arange(len(groups)) * (2.0 * torch.tensor(interval, dtype=torch.float32))).long())
+            if kind == "video":  # chunk times from the real frame times, relative to the first kept chunk
+                starts = torch.tensor([(frame_ids[g[0]] - frame_ids[groups[0][0]]) / item.fps for g in groups],
+                                      dtype=torch.float32)
+                offsets.append((starts * 2.0).long())
             else:
                 offsets.append(torch.zeros(1, dtype=torch.long))
             all_grids.append(len(cs))
@@ -372,11 +393,13 @@ class Trainer:
                 task = self.pick_task()
                 items.append((task, self.item(task, probes.TRAIN_SEED_BASE + r.seed + 1, counter)))
                 counter += 1
-            input_ids, labels, mask, pos, pix, grids = self.batch(items)
+            share = 1.0 if r.focus_share <= 0 else \
+                min(1.0, 0.15 + 0.85 * step / max(1, r.focus_share * r.stage2_steps))
+            input_ids, labels, mask, pos, pix, grids = self.batch(items, share=share)
             tune_vision = step > frozen_until
             visual.train(tune_vision)
             logits = self.forward(input_ids, mask, pos, pix, grids, tune_vision)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+            loss = answer_loss(logits, labels)
             opt.zero_grad()
             loss.backward()
             if not tune_vision:
@@ -386,7 +409,7 @@ class Trainer:
             opt.step()
             sched.step()
             if step % r.log_every == 0 or step == 1:
-                self.log(f"stage 2 step {step}/{r.stage2_steps} loss {loss.item():.4f}"
+                self.log(f"stage 2 step {step}/{r.stage2_steps} loss {loss.item():.4f} input share {share:.2f}"
                          f"{' (vision frozen)' if not tune_vision else ''}")
             if step % r.eval_every == 0 or step == r.stage2_steps:
                 self.log("held-out answer accuracy (teacher-forced, vanilla input): " + self.monitor())
@@ -419,6 +442,14 @@ class Trainer:
         self.log(f"saved to {self.out}")
 
 
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each sample's answer tokens, then over samples (long answers don't dominate)."""
+    lab = labels[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), lab, ignore_index=-100, reduction="none")
+    per_sample = (ce * (lab != -100)).sum(1) / (lab != -100).sum(1).clamp(min=1)
+    return per_sample.mean()
+
+
 def _cosine(opt, steps: int, warmup: int):
     def f(i: int) -> float:
         if i < warmup:
@@ -436,6 +467,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stage1-steps", type=int)
     ap.add_argument("--stage2-steps", type=int)
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated probe tasks to train on")
+    ap.add_argument("--stage1-from", default=None, help="reuse a stage-1 vision tower saved by --save-stage1")
+    ap.add_argument("--save-stage1", default=None, help="also save the stage-1 vision tower to this .pt file")
+    ap.add_argument("--init-from", default=None, help="continue training a saved model folder (skips stage 1)")
+    ap.add_argument("--mix", action="append", metavar="TASK=WEIGHT", help="override a task's share of stage 2")
+    ap.add_argument("--stage2-lr", type=float)
+    ap.add_argument("--vision-lr-scale", type=float)
+    ap.add_argument("--stage2-frozen-share", type=float)
+    ap.add_argument("--focus-share", type=float)
     args = ap.parse_args(argv)
     recipe = Recipe(seed=args.seed)
     if args.stage1_steps is not None:
@@ -444,9 +483,27 @@ def main(argv: list[str] | None = None) -> None:
         recipe.stage2_steps = args.stage2_steps
     tasks = args.tasks.split(",")
     recipe.mix = {t: w for t, w in recipe.mix.items() if t in tasks}
+    recipe.continued_from = args.init_from
+    for item in args.mix or []:
+        task, _, weight = item.partition("=")
+        recipe.mix[task] = float(weight)
+    for name in ("stage2_lr", "vision_lr_scale", "stage2_frozen_share", "focus_share"):
+        if getattr(args, name) is not None:
+            setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, Path(args.out))
-    trainer.log(f"stage 1: vision pretraining, {recipe.stage1_steps} steps")
-    trainer.stage1()
+    if args.init_from:  # continue from a saved model (same recipe tokenizer): skip stage 1
+        from safetensors.torch import load_file
+        trainer.model.load_state_dict(load_file(str(Path(args.init_from) / "model.safetensors")), strict=False)
+        trainer.model.tie_weights()
+        trainer.log(f"initialised from {args.init_from}: " + trainer.monitor())
+    elif args.stage1_from:
+        trainer.model.model.visual.load_state_dict(torch.load(args.stage1_from))
+        trainer.log(f"stage 1: vision tower loaded from {args.stage1_from}")
+    else:
+        trainer.log(f"stage 1: vision pretraining, {recipe.stage1_steps} steps")
+        trainer.stage1()
+        if args.save_stage1:
+            torch.save(trainer.model.model.visual.state_dict(), args.save_stage1)
     trainer.log(f"stage 2: language alignment, {recipe.stage2_steps} steps")
     trainer.stage2()
     trainer.save()

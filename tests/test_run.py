@@ -184,3 +184,26 @@ def test_sweep_shares_one_load_and_matches_single_runs(sweep, tiny25, videomme_r
             else:
                 assert all(r["frames_cached"] for r in ok)
             assert all(r["timings"]["e2e"] >= r["timings"]["load"] > 0 for r in ok)
+
+
+@pytest.mark.parametrize("task,probe", [("videomme", "probe-videoqa"), ("longvideobench", "probe-longvideo"),
+                                        ("charades_sta", "probe-grounding"), ("mathvista", "probe-math")])
+def test_every_adapter_end_to_end_on_its_official_layout(task, probe, tiny25, tmp_path):
+    """load -> prompt -> tiny backbone -> score -> aggregate, on data written in each benchmark's layout."""
+    from resadapt_eval import probes
+    from resadapt_eval.adapters import ADAPTERS
+    from resadapt_eval.adapters.base import TaskCard
+
+    root = probes.build(probe, tmp_path / probe, seed=11, n=3)
+    res = cli("run", "--task", task, "--backbone", str(tiny25), "--data-root", str(root), "--frames", "8",
+              "--strategy", "uniform-scale", "--budget", "0.5", "--out", str(tmp_path / "out"), "--no-progress")
+    assert res.exit_code == 0, res.output
+    adapter = ADAPTERS.get(TaskCard.load(task, data_root=str(root)).adapter)
+    d = rec.run_dir(tmp_path / "out", task, tiny25.name, "uniform-scale", "0.5", 8)
+    records, summary, _ = load(d)
+    assert summary["n"] == 3 and summary["n_errors"] == 0
+    assert set(summary["metrics"]) == set(adapter.metrics)
+    assert set(summary["breakdowns"]) == set(adapter.breakdown_keys)
+    for r in records:
+        assert r["meta"]["evidence"] and r["tokens"] <= r["limit"] and r["prediction"] is not None
+        assert set(r["score"]) == set(adapter.metrics)
