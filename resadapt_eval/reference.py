@@ -492,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
             setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, Path(args.out))
     if args.init_from:  # continue from a saved model (same recipe tokenizer): skip stage 1
-        from safetensors.torch import load_file
-        trainer.model.load_state_dict(load_file(str(Path(args.init_from) / "model.safetensors")), strict=False)
-        trainer.model.tie_weights()
+        from transformers import AutoModelForImageTextToText
+        saved = AutoModelForImageTextToText.from_pretrained(args.init_from, dtype=torch.float32)
+        trainer.model.load_state_dict(saved.state_dict())  # strict: a silent partial load would train from scratch
         trainer.log(f"initialised from {args.init_from}: " + trainer.monitor())
     elif args.stage1_from:
         trainer.model.model.visual.load_state_dict(torch.load(args.stage1_from))
