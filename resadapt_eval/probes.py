@@ -248,7 +248,6 @@ GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
 
 def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8) -> Path:
     """Write an evaluation split of `task` under `root` in its mirrored benchmark's layout."""
-    import pandas as pd
     from tqdm import tqdm
 
     from .synth import encode_video

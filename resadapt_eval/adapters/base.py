@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,13 @@ class TaskCard:
                             f"--data-root.{hint}")
         return hits
 
+    def read_parquet(self, default_pattern: str, what: str):
+        """All rows of the parquet files matching the card's `annotations` (or the default), as one frame."""
+        import pandas as pd
+
+        files = self.find(self.options.get("annotations", default_pattern), what)
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
     def safe_path(self, relative: str) -> Path:
         """A media path from an annotation row, refused if it escapes the data root."""
         root = self.data_root.resolve()
@@ -83,6 +91,22 @@ class TaskCard:
         if root != path and root not in path.parents:
             raise ValueError(f"path {relative!r} escapes the data root")
         return path
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars/arrays and nested structs from a parquet row as plain Python values."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return [plain(v) for v in value.tolist()] if getattr(value, "ndim", 0) else value.item()
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def evidence_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """A generated probe row's `evidence` column (JSON), for the record's meta; empty for real data."""
+    return {"evidence": json.loads(row["evidence"])} if row.get("evidence") else {}
 
 
 class TaskAdapter(Protocol):

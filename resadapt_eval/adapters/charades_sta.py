@@ -31,7 +31,6 @@ Scoring differences from upstream, on purpose:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
@@ -40,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..types import Sample
 from . import register
-from .base import TaskCard
+from .base import TaskCard, evidence_meta
 
 __all__ = [
     "CharadesSTA", "PRE_PROMPT", "POST_PROMPT", "THRESHOLDS", "charades_prompt", "extract_time_lmms",
@@ -243,16 +241,14 @@ class CharadesSTA:
     breakdown_keys: tuple[str, ...] = ()
 
     def load(self, card: TaskCard) -> list[Sample]:
-        files = card.find(card.options.get("annotations", "data/test-*.parquet"), "annotation parquet")
-        rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rows = card.read_parquet("data/test-*.parquet", "annotation parquet")
         return [self.sample_from_row(row.to_dict(), card, int(i)) for i, row in rows.iterrows()]
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
         """One annotation row as a Sample (prompt built as lmms-eval 0.7.3 does)."""
         video, caption = str(row["video"]), str(row["caption"])
         meta: dict[str, Any] = {"video": video, "caption": caption, "row": index}
-        if row.get("evidence"):
-            meta["evidence"] = json.loads(row["evidence"])
+        meta.update(evidence_meta(row))
         media: str | None = None
         target = _timestamp(row["timestamp"])
         if target is None:

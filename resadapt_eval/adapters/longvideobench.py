@@ -64,7 +64,7 @@ import pandas as pd
 
 from ..types import Sample, UserError
 from . import register
-from .base import TaskCard
+from .base import TaskCard, evidence_meta, plain
 
 LETTERS = "ABCDE"
 PRE_PROMPT = ""
@@ -232,12 +232,11 @@ class LongVideoBench:
             raise UserError(f"longvideobench: row {sid!r} has no correct_choice (the test split has no "
                             f"answers; use the validation annotations)")
         options = _options(row)
-        meta: dict[str, Any] = {k: _plain(row[k]) for k in ("video_id", "duration", "duration_group",
+        meta: dict[str, Any] = {k: plain(row[k]) for k in ("video_id", "duration", "duration_group",
                                                              "question_category", "topic_category", "level")
                                 if k in row}
         meta["choices"] = answer_choices(options)
-        if row.get("evidence"):
-            meta["evidence"] = json.loads(row["evidence"])
+        meta.update(evidence_meta(row))
         media: str | None = None
         try:
             media = str(card.safe_path(f"{opts.get('videos', 'videos')}/{_required(row, 'video_path')}"))
@@ -323,5 +322,3 @@ def _required(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

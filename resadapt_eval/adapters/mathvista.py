@@ -64,12 +64,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from PIL import Image
 
 from ..types import Sample, UserError
 from . import register
-from .base import TaskCard
+from .base import TaskCard, evidence_meta, plain
 
 SHOT_TYPES = {"format": "format-prompt", "cot": "step-by-step", "solution": "solution"}
 DEFAULT_FLOAT_PRECISION = 2
@@ -569,13 +568,12 @@ class MathVista:
         self.judge: Judge | None = None
 
     def load(self, card: TaskCard) -> list[Sample]:
-        files = card.find(card.options.get("annotations", "data/testmini-*.parquet"), "MathVista parquet")
-        rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rows = card.read_parquet("data/testmini-*.parquet", "MathVista parquet")
         variant = str(card.options.get("prompt_variant", "format"))
         if variant not in SHOT_TYPES:
             raise UserError(f"mathvista: unknown prompt_variant {variant!r}; known: {', '.join(SHOT_TYPES)}")
         self.judge = Judge.from_options(card.options)
-        return [self.sample_from_row({k: _plain(v) for k, v in row.items()}, card, i)
+        return [self.sample_from_row({k: plain(v) for k, v in row.items()}, card, i)
                 for i, row in enumerate(rows.to_dict("records"))]
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
@@ -599,8 +597,7 @@ class MathVista:
                 "query": row["query"] if isinstance(row.get("query"), str) else prompt}
         if media_error:
             meta["media_error"] = media_error
-        if row.get("evidence"):
-            meta["evidence"] = json.loads(row["evidence"])
+        meta.update(evidence_meta(row))
         answer = row.get("answer")
         return Sample(id=str(row.get("pid", index)), prompt=prompt, media_kind="image", media=media,
                       target=None if answer is None else str(answer), meta=meta)
@@ -656,12 +653,3 @@ def _image(card: TaskCard, row: dict[str, Any]) -> tuple[Any, str | None]:
     return None, f"pid {row.get('pid')}: no decoded_image"
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars/arrays and nested structs from the parquet as plain Python values."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value.tolist()] if getattr(value, "ndim", 0) else value.item()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

@@ -6,14 +6,11 @@ options (already "A. ..."), answer (a letter). Videos: <root>/data/<videoID>.mp4
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-import pandas as pd
 
 from ..types import Sample
 from . import register
-from .base import TaskCard
+from .base import TaskCard, evidence_meta, plain
 from .mcq import extract_mcq_answer, mcq_correct, videomme_prompt
 
 CHOICES = ("A", "B", "C", "D")
@@ -26,9 +23,8 @@ class VideoMME:
     breakdown_keys = ("duration", "domain", "task_type")
 
     def load(self, card: TaskCard) -> list[Sample]:
-        files = card.find(card.options.get("annotations", "videomme/test-*.parquet"), "annotation parquet")
-        rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        return [self.sample_from_row({k: _plain(v) for k, v in row.items()}, card, i) for i, row in rows.iterrows()]
+        rows = card.read_parquet("videomme/test-*.parquet", "annotation parquet")
+        return [self.sample_from_row({k: plain(v) for k, v in row.items()}, card, i) for i, row in rows.iterrows()]
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
         """One annotation row as a Sample (prompt built as lmms-eval 0.7.3 does)."""
@@ -36,8 +32,7 @@ class VideoMME:
         qid = row.get("question_id")
         sid = str(qid) if qid is not None and qid == qid else f"{row['videoID']}-{index}"
         meta = {k: row[k] for k in ("duration", "domain", "sub_category", "task_type", "videoID") if k in row}
-        if row.get("evidence"):
-            meta["evidence"] = json.loads(row["evidence"])
+        meta.update(evidence_meta(row))
         return Sample(
             id=sid,
             prompt=videomme_prompt(str(row["question"]), options, card.options.get("prompt_variant", "default")),
@@ -61,9 +56,3 @@ def _video_path(card: TaskCard, video_dir: str, video_id: str, exts: list[str]) 
             return str(c)
     return str(candidates[0])
 
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays from parquet as plain Python values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value.item() if hasattr(value, "item") else value
