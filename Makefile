@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo reference-model clean
+.PHONY: install test demo frontier reference-model clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ test: install
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo
+
+# The Pareto frontier of everything under results/: figures and tables in results/frontier/.
+frontier: install
+	$(BIN)/resadapt-eval frontier results
 
 # Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
 reference-model: install

@@ -1,4 +1,4 @@
-"""`resadapt-eval`: run a benchmark under a visual-token budget, and list what is available.
+"""`resadapt-eval`: run a benchmark under a visual-token budget, draw the frontier, list what is available.
 
 Errors in what the user typed end with one line on stderr and exit code 2.
 """
@@ -173,6 +173,40 @@ def _report(result) -> None:
                f"{s['main_metric']} {m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] n={s['n_scored']} "
                f"errors={s['n_errors']} retention={_fmt(s['retention_mean'])} tokens={_fmt(s['tokens_mean'], 1)} "
                f"-> {result.directory}")
+
+
+# The cost axes of resadapt_eval.frontier.COSTS, spelled out so `--help` needs no pandas import.
+COST_AXES = ["tokens", "retention", "patches", "flops", "latency"]
+
+
+@main.command()
+@click.argument("root", default="results", required=False)
+@click.option("--out", default=None, help="Where figures and tables go (default: ROOT/frontier).")
+@click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
+              help="Cost axis: LLM visual tokens, retention, encoder patches, prefill FLOPs or end-to-end latency.")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
+def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> None:
+    """Accuracy-vs-cost Pareto frontier of the finished runs under ROOT (default: results).
+
+    \b
+    Writes to OUT: frontier.csv/.md (every run, on_frontier marked), strategies.csv/.md
+    (per strategy: area under its curve over log cost, cost to reach 95%/99% of vanilla),
+    one figure per task x backbone and the grid figure frontier.png/.svg.
+    """
+    import warnings
+
+    from .frontier import build
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build(root, out or f"{root}/frontier", cost=cost, tasks=tasks or None)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    runs = result["runs"]
+    click.echo(f"{len(runs)} runs, {runs.groupby(['task', 'backbone']).ngroups} task x backbone, cost axis {cost}")
+    click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
+               + " (and .svg)")
+    click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
 
 
 @main.command(name="list")

@@ -14,7 +14,7 @@ on the right frames. Clutter is flat-coloured moving rectangles, never black and
 - probe-grounding (Charades-STA layout): 32 frames at 2 fps; a large tile is visible for a span
   of whole seconds; the answer is that span.
 - probe-math (MathVista layout): one 336 px image with "a + b" (free-form integer) or "a op b"
-  (multiple choice: which operator) rendered at a size between 12 and 44 px.
+  (multiple choice: which operator) in DejaVu Sans Bold at a size between 16 and 48 px.
 
 Multiple-choice options come in a fixed order per family (the probes measure budget sensitivity,
 not option matching). Every row records where its evidence is (frames, chunk, box, size).
@@ -39,7 +39,7 @@ OPERATORS = ("+", "-", "×", "÷")
 # Classes of the dense per-token labels used to pretrain a vision tower (see reference.py).
 CLASSES = (("background",) + tuple(f"texture:{t}" for t in TEXTURES) + ("texture:unreadable",)
            + tuple(f"char:{d}" for d in "0123456789") + tuple(f"char:{o}" for o in OPERATORS)
-           + ("char:=", "char:?", "char:unreadable"))
+           + ("char:unreadable",))
 CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
 
 
@@ -188,24 +188,27 @@ def make_grounding(seed: int, index: int, seconds: int = 16, fps: float = 2.0, s
 
 
 def _font(size: int):
+    """DejaVu Sans Bold, shipped with matplotlib: it has the × and ÷ glyphs (Pillow's default font draws
+    them as the same empty box), and bold strokes survive a mild downscale like printed text does."""
+    import matplotlib
     from PIL import ImageFont
-    return ImageFont.load_default(size=size)
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"), size)
 
 
-def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (12, 44)) -> ProbeItem:
+def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (16, 48)) -> ProbeItem:
     from PIL import Image, ImageDraw
 
     rng = _seeded("probe-math", seed, index)
     free_form = bool(rng.integers(0, 2))
     a, b = (int(v) for v in rng.integers(0, 10, 2))
     op = 0 if free_form else int(rng.integers(0, 4))
-    text = f"{a}{OPERATORS[op]}{b}=?"
+    text = f"{a}{OPERATORS[op]}{b}"
     size = int(round(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1])))))
     font = _font(size)
-    gap = max(2, size // 5)
+    gap = size // 2
     widths = [font.getlength(ch) for ch in text]
-    total_w = int(sum(widths) + gap * (len(text) - 1)) + 2 * gap
-    box_h = int(size * 1.4) + 2 * gap
+    total_w = int(sum(widths) + gap * (len(text) + 1))
+    box_h = int(size * 1.3)
     img = Clutter(rng, side, side, int(rng.integers(4, 10))).frame(0)
     y0, x0 = place(rng, side, side, max(total_w, box_h))
     img[y0:y0 + box_h, x0:x0 + total_w] = 255
@@ -214,8 +217,8 @@ def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (
     boxes = []
     cx = x0 + gap
     for ch, w in zip(text, widths):
-        draw.text((cx, y0 + gap), ch, font=font, fill=(0, 0, 0))
-        l, t, r, btm = draw.textbbox((cx, y0 + gap), ch, font=font)
+        draw.text((cx, y0), ch, font=font, fill=(0, 0, 0))
+        l, t, r, btm = draw.textbbox((cx, y0), ch, font=font)
         boxes.append((0, int(t), int(l), int(btm), int(r), CLASS_ID[f"char:{ch}"]))
         cx += w + gap
     pid = f"pmath-{seed}-{index:05d}"
@@ -232,7 +235,7 @@ def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (
                         "source": "probe", "category": "math-targeted-vqa", "task": "probe arithmetic",
                         "context": "synthetic scene", "grade": "elementary school",
                         "skills": ["arithmetic reasoning"] + ([] if free_form else ["algebraic reasoning"])}}
-    evidence = {"box": [y0, x0, y0 + box_h, x0 + total_w], "text_size": size, "text": text}
+    evidence = {"frames": [0], "box": [y0, x0, y0 + box_h, x0 + total_w], "text_size": size, "text": text}
     return ProbeItem("probe-math", pid, np.asarray(pil)[None], 1.0, row, target, evidence, boxes)
 
 

@@ -19,6 +19,7 @@ accuracy as it goes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -52,17 +53,20 @@ class Recipe:
         max_position_embeddings=32768, tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}))
     vocab_size: int = 1200
-    stage1_steps: int = 1500
+    stage1_steps: int = 3000
     stage1_batch: int = 24
     stage1_lr: float = 2e-3
+    stage1_crop: float = 0.7     # share of stage-1 images cropped around their evidence
     stage2_steps: int = 2400
     stage2_batch: int = 12
     stage2_lr: float = 1e-3
     stage2_frozen_share: float = 1.0
     focus_share: float = 0.4      # first part of stage 2: windows around the evidence that widen to the full input
     vision_lr_scale: float = 0.1
+    stage1_mix: dict[str, float] = field(default_factory=lambda: {  # glyph shapes need far more examples than textures
+        "probe-videoqa": 0.15, "probe-longvideo": 0.15, "probe-grounding": 0.15, "probe-math": 0.55})
     mix: dict[str, float] = field(default_factory=lambda: {
-        "probe-videoqa": 0.3, "probe-longvideo": 0.2, "probe-grounding": 0.25, "probe-math": 0.25})
+        "probe-videoqa": 0.2, "probe-longvideo": 0.15, "probe-grounding": 0.3, "probe-math": 0.35})
     min_scale: float = 0.25
     max_pixels_tokens: int = 256
     log_every: int = 50
@@ -123,7 +127,10 @@ def snap(v: float, factor: int = 28, lo: int = 56) -> int:
 
 def token_labels(boxes: list[tuple[int, int, int, int, int, int]], frames: tuple[int, ...], src_hw: tuple[int, int],
                  size: tuple[int, int], evidence: dict[str, Any], factor: int = 28) -> torch.Tensor:
-    """Multi-hot classes per merged token of a chunk resized from src_hw to size."""
+    """Multi-hot classes per merged token of a chunk resized from src_hw to size.
+
+    A texture tile labels every token it covers enough of; a character labels only the token
+    holding its centre (a glyph split over cells would otherwise teach contradictory labels)."""
     h, w = size
     sy, sx = h / src_hw[0], w / src_hw[1]
     rows, cols = h // factor, w // factor
@@ -135,9 +142,13 @@ def token_labels(boxes: list[tuple[int, int, int, int, int, int]], frames: tuple
         name = probes.CLASSES[cls]
         if name.startswith("texture:") and evidence.get("period", 99) * scale < 2.5:
             cls = probes.CLASS_ID["texture:unreadable"]
-        elif name.startswith("char:") and evidence.get("text_size", 99) * scale < 7:
+        elif name.startswith("char:") and evidence.get("text_size", 99) * scale < 8:
             cls = probes.CLASS_ID["char:unreadable"]
         by0, bx0, by1, bx1 = y0 * sy, x0 * sx, y1 * sy, x1 * sx
+        if name.startswith("char:"):  # a character belongs to the one token holding its centre: no split labels
+            r, c = min(rows - 1, int((by0 + by1) / 2 // factor)), min(cols - 1, int((bx0 + bx1) / 2 // factor))
+            out[r * cols + c, cls] = 1.0
+            continue
         area = max((by1 - by0) * (bx1 - bx0), 1e-6)
         for r in range(int(by0 // factor), min(rows, int(math.ceil(by1 / factor)))):
             for c in range(int(bx0 // factor), min(cols, int(math.ceil(bx1 / factor)))):
@@ -242,11 +253,48 @@ class Trainer:
     def item(self, task: str, seed: int, index: int) -> probes.ProbeItem:
         return probes.GENERATORS[task](seed, index)
 
-    def pick_task(self) -> str:
-        names, weights = zip(*self.recipe.mix.items())
+    def pick_task(self, mix: dict[str, float] | None = None) -> str:
+        names, weights = zip(*(mix or self.recipe.mix).items())
         return self.rng.choices(names, weights)[0]
 
     # -- stage 1 --------------------------------------------------------------------------------
+    def dense_example(self, item: probes.ProbeItem, frames: tuple[int, ...], scale: float):
+        """One chunk of `item` resized by `scale` and its per-merged-token class labels."""
+        H, W = item.pixels.shape[1:3]
+        size = (snap(H * scale), snap(W * scale))
+        return (resize_chunk(item.pixels[list(frames)], size),
+                token_labels(item.boxes, frames, (H, W), size, item.evidence))
+
+    @torch.no_grad()
+    def stage1_monitor(self, head: torch.nn.Module, n: int = 24) -> str:
+        """Held-out share of samples whose evidence chunk the tower reads right (the set of glyph classes
+        over all its tokens, what the language side needs), per task, at scales 1 and 0.5."""
+        visual = self.model.model.visual
+        visual.eval()
+        parts = []
+        for task in self.recipe.mix:
+            shares = []
+            for scale in (1.0, 0.5):
+                chunks, labels = [], []
+                for i in range(n):
+                    item = self.item(task, MONITOR_SEED, i)
+                    f0 = item.evidence["frames"][0] // 2 * 2
+                    frames = (f0, f0 + 1) if item.pixels.shape[0] > 1 else (0,)
+                    chunk, label = self.dense_example(item, frames, scale)
+                    chunks.append(chunk)
+                    labels.append(label)
+                pix, grids = self.builder.pixels(chunks)
+                pred = head(visual(pix, grid_thw=grids).pooler_output).sigmoid() > 0.5
+                ok, k = 0, 0
+                for label in labels:
+                    got, want = pred[k:k + len(label)].any(0), label.bool().any(0)
+                    ok += bool((got[1:] == want[1:]).all())  # class 0 is "background"
+                    k += len(label)
+                shares.append(f"{ok / n:.2f}")
+            parts.append(f"{task} {'/'.join(shares)}")
+        visual.train()
+        return ", ".join(parts)
+
     def stage1(self) -> None:
         r = self.recipe
         visual = self.model.model.visual
@@ -259,23 +307,24 @@ class Trainer:
         for step in range(1, r.stage1_steps + 1):
             chunks, labels = [], []
             for _ in range(r.stage1_batch):
-                task = self.pick_task()
+                task = self.pick_task(r.stage1_mix)
                 item = self.item(task, probes.TRAIN_SEED_BASE + r.seed, counter)
                 counter += 1
                 n = item.pixels.shape[0]
-                if n == 1:
+                if n == 1:  # an image: mostly a crop around its text, where the tokens to learn are
                     frames = (0,)
+                    if self.rng.random() < r.stage1_crop:
+                        item = self.crop_image(item, self.rng.uniform(0.0, 0.4))
                 elif self.rng.random() < 0.7:
                     f0 = item.evidence["frames"][0] // 2 * 2
                     frames = (f0, f0 + 1)
                 else:
                     f0 = self.rng.randrange(0, n // 2) * 2
                     frames = (f0, f0 + 1)
-                H, W = item.pixels.shape[1:3]
                 s = self.rng.uniform(r.min_scale, 1.0) if self.rng.random() < 0.75 else 1.0
-                size = (snap(H * s), snap(W * s))
-                chunks.append(resize_chunk(item.pixels[list(frames)], size))
-                labels.append(token_labels(item.boxes, frames, (H, W), size, item.evidence))
+                chunk, label = self.dense_example(item, frames, s)
+                chunks.append(chunk)
+                labels.append(label)
             pix, grids = self.builder.pixels(chunks)
             feats = visual(pix, grid_thw=grids).pooler_output
             logits = head(feats)
@@ -294,23 +343,32 @@ class Trainer:
                     acc_neg = hit[~pos].float().mean().item()
                 self.log(f"stage 1 step {step}/{r.stage1_steps} loss {loss.item():.4f} "
                          f"glyph-token exact {acc_pos:.2f} background {acc_neg:.2f}")
+            if step % r.eval_every == 0 or step == r.stage1_steps:
+                self.log("stage 1 held-out evidence tokens read exactly (scale 1 / 0.5): " + self.stage1_monitor(head))
 
     # -- stage 2 --------------------------------------------------------------------------------
     def prompt(self, task: str, row: dict[str, Any]) -> str:
         return prompt_for(task, row)
+
+    def crop_image(self, item: probes.ProbeItem, share: float) -> probes.ProbeItem:
+        """A random square crop of an image around its evidence box, about `share` of its side; boxes follow."""
+        y0, x0, y1, x1 = item.evidence["box"]
+        H, W = item.pixels.shape[1:3]
+        side = min(H, W, max(y1 - y0, x1 - x0, int(round(share * min(H, W)))) + 28)
+        cy = self.rng.randint(max(0, y1 - side), max(0, min(y0, H - side)))
+        cx = self.rng.randint(max(0, x1 - side), max(0, min(x0, W - side)))
+        boxes = [(f, b0 - cy, b1 - cx, b2 - cy, b3 - cx, c) for f, b0, b1, b2, b3, c in item.boxes]
+        box = [y0 - cy, x0 - cx, y1 - cy, x1 - cx]
+        return dataclasses.replace(item, pixels=item.pixels[:, cy:cy + side, cx:cx + side], boxes=boxes,
+                                   evidence=dict(item.evidence, box=box))
 
     def focus(self, item: probes.ProbeItem, share: float) -> tuple[np.ndarray, list[int]]:
         """A window of the input around its evidence covering `share` of it (curriculum); frame numbers kept."""
         n = item.pixels.shape[0]
         if share >= 1.0:
             return item.pixels, list(range(n))
-        if n == 1:  # an image: a square crop around the text box
-            y0, x0, y1, x1 = item.evidence["box"]
-            H, W = item.pixels.shape[1:3]
-            side = min(H, W, max(y1 - y0, x1 - x0, int(round(share * min(H, W)))) + 28)
-            cy = self.rng.randint(max(0, y1 - side), max(0, min(y0, H - side)))
-            cx = self.rng.randint(max(0, x1 - side), max(0, min(x0, W - side)))
-            return item.pixels[:, cy:cy + side, cx:cx + side], [0]
+        if n == 1:
+            return self.crop_image(item, share).pixels, [0]
         if "chunk" not in item.evidence:  # grounding needs the whole clip
             return item.pixels, list(range(n))
         chunks = n // 2
@@ -483,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe.stage2_steps = args.stage2_steps
     tasks = args.tasks.split(",")
     recipe.mix = {t: w for t, w in recipe.mix.items() if t in tasks}
+    recipe.stage1_mix = {t: w for t, w in recipe.stage1_mix.items() if t in tasks}
     recipe.continued_from = args.init_from
     for item in args.mix or []:
         task, _, weight = item.partition("=")

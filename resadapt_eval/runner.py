@@ -59,10 +59,12 @@ class RunResult:
     new_records: int
 
 
-def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None) -> RunResult:
+def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None,
+        outputs: dict | None = None) -> RunResult:
     """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary.
 
-    `backbone` and `cache` let a sweep share one loaded model and the decoded frames across runs.
+    `backbone`, `cache` and `outputs` let a sweep share one loaded model, the decoded frames and
+    the model outputs of identical inputs across runs.
     """
     card = TaskCard.load(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
@@ -109,7 +111,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
                        disable=not config.progress, dynamic_ncols=True)
             for sample in bar:
                 writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
-                                             config.seed, cache))
+                                             config.seed, cache, outputs))
         finally:
             writer.close()
         records = [r for r in rec.read_records(samples_path) if r["id"] in {s.id for s in samples}]
@@ -120,11 +122,13 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
 
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
-                    seed: int, cache: FrameCache | None = None) -> dict[str, Any]:
+                    seed: int, cache: FrameCache | None = None, outputs: dict | None = None) -> dict[str, Any]:
     """One record: the full chain for one sample, or an error record naming the cause.
 
-    With a frame cache, `e2e` still counts the sample's original decode time, so latencies of
-    configurations in a sweep compare as if each had run alone.
+    With a frame cache, `e2e` still counts the sample's original decode time; with an output memo
+    (a sweep), a plan whose model input equals one already run for this sample (vanilla under every
+    budget label, any strategy at budget 1.0) reuses that output, marked `output_reused`, with the
+    timings measured when it ran. Either way latencies compare as if each configuration ran alone.
     """
     start = time.perf_counter()
     base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
@@ -145,7 +149,15 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
     ctx = Context.build(sample, frames, backbone.geometry, budget, seed)
     plan = strategy.plan(ctx)
     plan_s = time.perf_counter() - t_plan
-    out = backbone.execute(plan, frames, sample.prompt, max_new)
+    key = (sample.id, frames_n, sample.prompt, max_new, plan.input_key())
+    out = outputs.get(key) if outputs is not None else None
+    reused = out is not None
+    if out is None:
+        out = backbone.execute(plan, frames, sample.prompt, max_new)
+        if outputs is not None:
+            outputs[key] = out
+    else:
+        start -= out.timings["backbone_total"]
     if out.visual_tokens != plan.tokens:
         raise RuntimeError(f"{sample.id}: plan promised {plan.tokens} visual tokens but the model got "
                            f"{out.visual_tokens}; token accounting is broken")
@@ -155,23 +167,25 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
             "generated_tokens": out.generated_tokens, "flops": out.flops, "plan": plan.to_record(),
-            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "timings": timings,
+            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "output_reused": reused,
+            "timings": timings,
             "error": None}
 
 
 def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: list[str],
           frames: list[int | None] | None = None, on_result: Any = None) -> list[RunResult]:
-    """Every task x strategy x budget (x frames) with one backbone load and shared decoded frames."""
+    """Every task x strategy x budget (x frames) with one backbone load, shared decoded frames and
+    one model call per distinct model input (see `evaluate_sample`)."""
     backbone = load_backbone(base.backbone, device=base.device, dtype=base.dtype, attn=base.attn,
                              text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
     results = []
     for task in tasks:
-        cache = FrameCache()
+        cache, outputs = FrameCache(), {}
         for n in frames or [base.frames]:
             for strategy in strategies:
                 for budget in budgets:
                     cfg = replace(base, task=task, strategy=strategy, budget=budget, frames=n)
-                    result = run(cfg, backbone=backbone, cache=cache)
+                    result = run(cfg, backbone=backbone, cache=cache, outputs=outputs)
                     results.append(result)
                     if on_result is not None:
                         on_result(result)

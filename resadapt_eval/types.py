@@ -122,6 +122,15 @@ class Plan:
     def frame_positions(self) -> list[int]:
         return [i for c in self.chunks for i in c.frames]
 
+    def input_key(self) -> tuple:
+        """Everything of the plan a backbone reads: equal keys mean identical model inputs."""
+        chunks = tuple((c.frames, c.height, c.width, c.start_s) for c in self.chunks)
+        reduction = None
+        if self.reduction is not None:
+            reduction = (self.reduction.method, self.reduction.keep, self.reduction.layer, self.reduction.seed,
+                         repr(sorted(self.reduction.params.items())))
+        return (self.kind, chunks, self.interval_s, reduction)
+
     def to_record(self) -> dict[str, Any]:
         """A JSON-friendly summary for the per-sample record."""
         return {

@@ -184,6 +184,9 @@ def test_sweep_shares_one_load_and_matches_single_runs(sweep, tiny25, videomme_r
             else:
                 assert all(r["frames_cached"] for r in ok)
             assert all(r["timings"]["e2e"] >= r["timings"]["load"] > 0 for r in ok)
+            # identical model inputs run once: vanilla and uniform-scale at 1.0 reuse vanilla@0.25's outputs
+            assert all(r["output_reused"] == (budget == "1") for r in ok)
+            assert all(r["timings"]["e2e"] >= r["timings"]["backbone_total"] for r in ok)
 
 
 @pytest.mark.parametrize("task,probe", [("videomme", "probe-videoqa"), ("longvideobench", "probe-longvideo"),
