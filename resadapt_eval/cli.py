@@ -89,6 +89,8 @@ _SHARED = [
 @click.option("--budget", default="1.0", show_default=True,
               help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A strategy setting, e.g. layer=2 for fastv or frame_share=0.5 (repeatable; values are YAML).")
 @shared_options
 def run(**kw) -> None:
     """Evaluate one task under one strategy and budget; writes samples.jsonl, summary.json and
@@ -97,6 +99,8 @@ def run(**kw) -> None:
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
+    kw["strategy_options"] = _strategy_options(kw["strategy"], _parse_options(kw.pop("strategy_option"),
+                                                                              "--strategy-option"))
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")
     if judge_url:
@@ -226,7 +230,7 @@ def list_(what: str, as_json: bool) -> None:
     click.echo(json.dumps(names) if as_json else "\n".join(names))
 
 
-def _parse_options(items: tuple[str, ...]) -> dict:
+def _parse_options(items: tuple[str, ...], flag: str = "--task-option") -> dict:
     """KEY=VALUE pairs, values read as YAML (so 3, true and [a, b] keep their types)."""
     import yaml
 
@@ -234,9 +238,25 @@ def _parse_options(items: tuple[str, ...]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--task-option {item!r} is not KEY=VALUE")
+            raise UserError(f"{flag} {item!r} is not KEY=VALUE")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def _strategy_options(name: str, options: dict) -> dict:
+    """Options the strategy accepts (checked by building it once), or a one-line error naming them."""
+    import inspect
+
+    from .strategies import STRATEGIES
+
+    cls = STRATEGIES.get(name)
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        known = ", ".join(accepted) or "none"
+        raise UserError(f"strategy {name!r} has no option {', '.join(unknown)} (its options: {known})")
+    cls(**options)
+    return options
 
 
 def _check_positive(kw: dict, *names: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 TRAIN_SEED_BASE = 1_000_000
+GENERATOR_VERSION = 2  # bump when any generator's output changes: cached splits are rebuilt on first use
 TEXTURES = ("horizontal stripes", "vertical stripes", "checkerboard", "rising diagonal stripes",
             "falling diagonal stripes")
 OPERATORS = ("+", "-", "×", "÷")
@@ -279,7 +280,8 @@ def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8
             row["decoded_image"] = {"bytes": buf.getvalue(), "path": item.row["image"]}
         rows.append(row)
     _write_annotations(task, root, rows)
-    (root / "PROBE.json").write_text(json.dumps({"task": task, "seed": seed, "n": n, "crf": crf}) + "\n")
+    (root / "PROBE.json").write_text(json.dumps({"task": task, "seed": seed, "n": n, "crf": crf,
+                                                 "version": GENERATOR_VERSION}) + "\n")
     return root
 
 
@@ -306,6 +308,6 @@ def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200) -> Path:
     marker = root / "PROBE.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
-        if meta.get("seed") == seed and meta.get("n") == n:
+        if meta.get("seed") == seed and meta.get("n") == n and meta.get("version") == GENERATOR_VERSION:
             return root
     return build(task, root, seed=seed, n=n)

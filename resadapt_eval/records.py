@@ -29,6 +29,12 @@ PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate
             "pandas", "pyarrow", "pillow", "tokenizers", "flash-attn")
 
 
+def strategy_label(name: str, options: dict[str, Any] | None = None) -> str:
+    """The strategy's name in directories, summaries and figures: options are part of it
+    (`fastv+layer=1`), so runs that differ only in an option never share a directory."""
+    return "+".join([name] + [f"{k}={v}" for k, v in sorted((options or {}).items())])
+
+
 def run_dir(root: str | os.PathLike, task: str, backbone: str, strategy: str, budget_label: str, frames: int) -> Path:
     return Path(root) / task / backbone / strategy / f"b{budget_label}-f{frames}"
 
@@ -155,6 +161,7 @@ def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tupl
         "metrics": _metric_block(ok, metrics, seed),
         "retention_mean": _mean([r["retention"] for r in ok]),
         "tokens_mean": _mean([r["tokens"] for r in ok]),
+        "llm_visual_tokens_mean": _mean([r.get("llm_visual_tokens") for r in ok]),
         "vanilla_tokens_mean": _mean([r["vanilla_tokens"] for r in ok]),
         "patches_mean": _mean([r["patches"] for r in ok]),
         "flops_mean": _mean([r["flops"]["total"] for r in ok]),

@@ -66,7 +66,7 @@ class Recipe:
     stage1_mix: dict[str, float] = field(default_factory=lambda: {  # glyph shapes need far more examples than textures
         "probe-videoqa": 0.15, "probe-longvideo": 0.15, "probe-grounding": 0.15, "probe-math": 0.55})
     mix: dict[str, float] = field(default_factory=lambda: {
-        "probe-videoqa": 0.2, "probe-longvideo": 0.15, "probe-grounding": 0.3, "probe-math": 0.35})
+        "probe-videoqa": 0.3, "probe-longvideo": 0.2, "probe-grounding": 0.25, "probe-math": 0.25})
     min_scale: float = 0.25
     max_pixels_tokens: int = 256
     log_every: int = 50
@@ -436,6 +436,8 @@ class Trainer:
 
     def stage2(self) -> None:
         r = self.recipe
+        self.rng = random.Random(r.seed + 1)  # each stage seeds itself: a reused stage-1 tower (--stage1-from)
+        torch.manual_seed(r.seed + 1)         # then gives the same model as a full run
         visual = self.model.model.visual
         lm_params = [p for n, p in self.model.named_parameters() if not n.startswith("model.visual.")]
         opt = torch.optim.AdamW([{"params": lm_params, "lr": r.stage2_lr},

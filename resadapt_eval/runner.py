@@ -86,8 +86,9 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
     chash = rec.config_hash(hashed)
-    directory = rec.run_dir(config.out, card.name, backbone.name, config.strategy, budget.label, frames_n)
-    head = {"task": card.name, "backbone": backbone.name, "strategy": config.strategy, "budget": budget.label,
+    label = rec.strategy_label(config.strategy, config.strategy_options)
+    directory = rec.run_dir(config.out, card.name, backbone.name, label, budget.label, frames_n)
+    head = {"task": card.name, "backbone": backbone.name, "strategy": label, "budget": budget.label,
             "budget_spec": budget.to_dict(), "frames": frames_n, "config_hash": chash}
 
     with rec.locked(directory):
@@ -107,7 +108,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
         pending = [s for s in samples if s.id not in done]
         writer = rec.RecordWriter(samples_path)
         try:
-            bar = tqdm(pending, desc=f"{card.name} {config.strategy} b{budget.label} f{frames_n}", unit="sample",
+            bar = tqdm(pending, desc=f"{card.name} {label} b{budget.label} f{frames_n}", unit="sample",
                        disable=not config.progress, dynamic_ncols=True)
             for sample in bar:
                 writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
@@ -165,6 +166,7 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
     timings = {"load": frames.decode_s, "plan": plan_s, **out.timings, "e2e": time.perf_counter() - start}
     return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
+            "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
             "generated_tokens": out.generated_tokens, "flops": out.flops, "plan": plan.to_record(),
             "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "output_reused": reused,

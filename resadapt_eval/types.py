@@ -147,7 +147,13 @@ class Plan:
 
 @dataclass
 class Output:
-    """What a backbone returns for one executed plan."""
+    """What a backbone returns for one executed plan.
+
+    `visual_tokens` counts the visual tokens the LLM's last layer sees (after layer K for in-LLM
+    pruning); `llm_visual_tokens_input` those entering layer 0 and `llm_visual_tokens` their mean
+    over layers (the honest cost of in-LLM pruning). `flops` is the prefill estimate (`vision`,
+    `llm_prefill`, `total`) computed from each layer's real length.
+    """
 
     text: str
     visual_tokens: int
@@ -157,3 +163,4 @@ class Output:
     timings: dict[str, float]
     flops: dict[str, float]
     llm_visual_tokens: float | None = None
+    llm_visual_tokens_input: int | None = None

@@ -56,3 +56,15 @@ def test_textures_need_resolution():
         means.append(float(small.mean()))
         assert float(small.std()) < 12  # near-flat grey at 1/4 scale
     assert max(means) - min(means) < 12
+
+
+def test_a_split_from_an_older_generator_is_rebuilt(tmp_path):
+    import json
+
+    root = probes.build("probe-math", tmp_path / "m", seed=3, n=2)
+    marker = root / "PROBE.json"
+    meta = json.loads(marker.read_text())
+    assert meta["version"] == probes.GENERATOR_VERSION
+    marker.write_text(json.dumps({**meta, "version": probes.GENERATOR_VERSION - 1}))
+    probes.ensure_built("probe-math", root, seed=3, n=2)
+    assert json.loads(marker.read_text())["version"] == probes.GENERATOR_VERSION

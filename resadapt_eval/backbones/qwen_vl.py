@@ -8,9 +8,10 @@ timestamps as text and needs no patch. A video whose chunks share one size gives
 input of the unchunked video.
 
 Execution is split into stages that are timed separately: preprocess (resize + processor),
-encode (vision tower), prefill (LLM over the prompt), decode (greedy steps). Splitting also
-lets a plan drop visual tokens between the vision tower and the LLM (random-drop and the
-pruning baselines) while every kept token keeps its original position ids.
+encode (vision tower), reduce (a pre-LLM token reduction, when planned), prefill (LLM over the
+prompt), decode (greedy steps). Splitting also lets a plan reduce visual tokens between the vision
+tower and the LLM (random-drop, VisionZip, ToMe: `reduction.py`) or inside the LLM after layer K
+(FastV: `llm.py`), while every kept token keeps its original position ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from ..budget import Geometry
 from ..types import Frames, Output, Plan, UserError
 from . import register
 from .flops import llm_prefill_flops, vision_flops
+from .llm import InLLMPrune, LayerwiseLM, StockLM
+from .reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
+from .vit_attention import BlockRecorder, scoring_block, token_attention
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
 
@@ -231,34 +236,48 @@ class QwenVLBackbone:
         pixels = inputs[pix_key].to(self.device, self.dtype)
         timer.lap("preprocess")
 
+        red = plan.reduction
+        visual_model = self.model.model.visual
+        recorder = None
+        if red is not None and red.layer == 0 and red.method in NEEDS_VISION_ATTENTION:
+            recorder = BlockRecorder(visual_model, scoring_block(self.config.vision_config))
         getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
-        enc = getter(pixels, grids, return_dict=True)
+        with recorder or nullcontext():
+            enc = getter(pixels, grids, return_dict=True)
         feats = torch.cat(list(enc.pooler_output), dim=0)
         deepstack = [torch.cat(list(d), dim=0) for d in (getattr(enc, "deepstack_features", None) or [])]
         embeds = self.model.get_input_embeddings()(ids)
         embeds[0, visual] = feats.to(embeds.dtype)
         timer.lap("encode")
+        n_input_visual = int(visual.sum())
+        prompt_tokens = int(embeds.shape[1])
 
-        keep = None
-        if plan.reduction is not None:
-            keep_visual = select_visual_tokens(plan, int(visual.sum()), feats)
-            keep = torch.ones_like(visual)
-            vis_idx = visual.nonzero().squeeze(1)
-            dropped = torch.ones(len(vis_idx), dtype=torch.bool, device=vis_idx.device)
-            dropped[keep_visual.to(vis_idx.device)] = False
-            keep[vis_idx[dropped]] = False
-            embeds, pos = embeds[:, keep], pos[:, :, keep]
-            deepstack = [d[keep_visual.to(d.device)] for d in deepstack]
-            visual = visual[keep]
-        lm_kwargs: dict[str, Any] = {}
-        if deepstack:
-            lm_kwargs = {"visual_pos_masks": visual[None], "deepstack_visual_embeds": deepstack}
-        n_visual = int(visual.sum())
+        if red is not None and red.layer == 0:
+            attention = keys = None
+            if recorder is not None:
+                attention, keys = token_attention(visual_model, recorder.block, grids, recorder.captured)
+            merge = self.geometry.merge_size ** 2
+            tokens = VisualTokens(feats, tuple(int(g.prod()) // merge for g in grids), attention, keys)
+            sel = reduce_visual(red.method, tokens, red.keep, red.seed, red.params)
+            embeds, pos, visual, deepstack = _apply_selection(sel, embeds, pos, visual, feats, deepstack)
+            prompt_tokens = int(embeds.shape[1])
+            timer.lap("reduce")
 
         lm = self.model.model.language_model
-        out = lm(inputs_embeds=embeds, position_ids=pos, use_cache=True, **lm_kwargs)
-        cache = out.past_key_values
-        next_id = int(self.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+        if red is not None and red.layer > 0:
+            if red.method != "fastv":
+                raise ValueError(f"token reduction {red.method!r} cannot run inside the LLM (only fastv)")
+            n_layers = len(lm.layers)
+            if not 1 <= red.layer < n_layers:
+                raise UserError(f"fastv prunes after layer K with 1 <= K < {n_layers} on this {n_layers}-layer LLM, "
+                                f"got K={red.layer}; pass --strategy-option layer=K")
+            runner = LayerwiseLM(lm)
+            pre = runner.prefill(embeds, pos, visual, deepstack, InLLMPrune(red.layer, red.keep))
+        else:
+            runner = StockLM(lm)
+            pre = runner.prefill(embeds, pos, visual, deepstack)
+        cache = pre.cache
+        next_id = int(self.model.lm_head(pre.last_hidden).argmax(-1))
         timer.lap("prefill")
         generated = [next_id]
         last = pos[:, :, -1:]
@@ -266,9 +285,8 @@ class QwenVLBackbone:
         while next_id not in self.eos_ids and len(generated) < max_new_tokens:
             last = last + 1
             step = torch.tensor([[next_id]], device=self.device)
-            out = lm(inputs_embeds=embed(step), position_ids=last, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            next_id = int(self.model.lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+            hidden = runner.step(embed(step), last, cache)
+            next_id = int(self.model.lm_head(hidden).argmax(-1))
             generated.append(next_id)
         timer.lap("decode")
         text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
@@ -276,22 +294,24 @@ class QwenVLBackbone:
         patches = int(grids.prod(-1).sum())
         chunk_patches = [int(g.prod()) for g in grids]
         vis = vision_flops(self.config.vision_config, chunk_patches, self.geometry.temporal_patch_size)
-        llm = llm_prefill_flops(self.config.text_config, float(embeds.shape[1]))
-        timings = timer.result()
-        return Output(text=text, visual_tokens=n_visual, encoder_patches=patches, prompt_tokens=int(embeds.shape[1]),
-                      generated_tokens=len(generated), timings=timings,
-                      flops={"vision": vis, "llm_prefill": llm, "total": vis + llm})
+        llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), [float(n) for n in pre.layer_tokens])
+        layer_mean = sum(pre.layer_visual) / len(pre.layer_visual)
+        return Output(text=text, visual_tokens=pre.layer_visual[-1], encoder_patches=patches,
+                      prompt_tokens=prompt_tokens, generated_tokens=len(generated), timings=timer.result(),
+                      flops={"vision": vis, "llm_prefill": llm, "total": vis + llm}, llm_visual_tokens=layer_mean,
+                      llm_visual_tokens_input=int(n_input_visual))
 
 
-def select_visual_tokens(plan: Plan, n_visual: int, features: torch.Tensor) -> torch.Tensor:
-    """Sorted indices (into the visual tokens) that a plan's reduction step keeps."""
-    red = plan.reduction
-    assert red is not None
-    keep = max(0, min(red.keep, n_visual))
-    if red.method == "random":
-        g = torch.Generator().manual_seed(int(red.seed))
-        return torch.randperm(n_visual, generator=g)[:keep].sort().values
-    raise ValueError(f"unknown token reduction {red.method!r}")
+def _apply_selection(sel: Selection, embeds: torch.Tensor, pos: torch.Tensor, visual: torch.Tensor,
+                     feats: torch.Tensor, deepstack: list[torch.Tensor]):
+    """The sequence after a pre-LLM reduction: text plus kept visual tokens at their own positions,
+    each carrying what the selection gathered into it (deepstack features alike)."""
+    vis_idx = visual.nonzero().squeeze(1)
+    keep = ~visual
+    keep[vis_idx[sel.keep.to(vis_idx.device)]] = True
+    embeds, pos, visual = embeds[:, keep], pos[:, :, keep], visual[keep]
+    embeds[0, visual] = sel.gather(feats).to(embeds.dtype)
+    return embeds, pos, visual, [sel.gather(d) for d in deepstack]
 
 
 def chunked_mrope_positions(ids: torch.Tensor, visual_ids: set[int], grids: torch.Tensor, offsets: torch.Tensor,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from ..budget import Budget, Geometry
-from ..types import Chunk, Frames, Plan, Reduction, Sample
+from ..types import Chunk, Frames, Plan, Reduction, Sample, UserError
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,34 @@ def even_plan(ctx: Context, positions: list[int], sizes: list[tuple[int, int]] |
 def vanilla_plan(ctx: Context, note: str = "") -> Plan:
     """Every decoded frame at vanilla resolution."""
     return even_plan(ctx, list(range(ctx.frames.count)), ctx.vanilla_hw, note=note)
+
+
+def frame_subset(ctx: Context, frame_share: float) -> list[int]:
+    """Evenly spaced whole chunks covering `frame_share` of the decoded frames (at least one chunk); all of an image."""
+    n = ctx.frames.count
+    if ctx.frames.kind == "image" or frame_share >= 1.0:
+        return list(range(n))
+    tp = ctx.geometry.temporal_patch_size
+    chunks = max(1, round(frame_share * ctx.geometry.n_chunks(n)))
+    return uniform_subset(n, min(n, chunks * tp))
+
+
+def reduced_plan(ctx: Context, method: str, layer: int = 0, frame_share: float = 1.0,
+                 params: dict | None = None) -> Plan:
+    """Vanilla-resolution frames (optionally a uniform share of them first), then a token reduction
+    to exactly the budget: keep = max(1, min(N, floor(b · vanilla))), N the tokens before reduction."""
+    plan = even_plan(ctx, frame_subset(ctx, frame_share), ctx.vanilla_hw)
+    keep = max(1, min(plan.tokens, ctx.limit))
+    reduction = Reduction(method=method, keep=keep, layer=layer, params=dict(params or {}))
+    return replace(plan, reduction=reduction, tokens=keep, feasible=keep <= ctx.limit)
+
+
+def check_share(name: str, value: float) -> float:
+    """A share option in (0, 1], or a one-line error naming it."""
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not 0.0 < share <= 1.0:
+        raise UserError(f"strategy option {name} must be in (0, 1], got {value!r}")
+    return share

@@ -1,0 +1,28 @@
+"""FastV (arXiv 2403.06764): the full input through layers 0..K-1, then only the budget's visual tokens.
+
+The visual tokens kept for layers K.. are those the last prompt token attends to most at layer
+K-1 (head mean). The plan's token count is what layers >= K see, i.e. exactly the budget; the
+record's `flops` also gives the visual tokens at the input and their mean over layers.
+"""
+
+from __future__ import annotations
+
+from ..types import Plan, UserError
+from . import register
+from .base import Context, check_share, reduced_plan
+
+
+@register("fastv")
+class FastV:
+    """Options: `layer` K (default 2, as the paper), `frame_share` (uniform frames first, default 1)."""
+
+    name = "fastv"
+
+    def __init__(self, layer: int = 2, frame_share: float = 1.0):
+        if not isinstance(layer, int) or isinstance(layer, bool) or layer < 1:
+            raise UserError(f"strategy option layer must be an integer >= 1, got {layer!r}")
+        self.layer = layer
+        self.frame_share = check_share("frame_share", frame_share)
+
+    def plan(self, ctx: Context) -> Plan:
+        return reduced_plan(ctx, "fastv", layer=self.layer, frame_share=self.frame_share)

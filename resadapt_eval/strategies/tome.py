@@ -1,0 +1,24 @@
+"""ToMe (Bolya et al. 2022) before the LLM: per chunk, bipartite soft matching merges the most similar
+merged visual tokens (size-weighted means) until the chunk's share of the budget remains.
+
+A merged token takes the M-RoPE position of its destination (B-set) token (`backbones/reduction.py`).
+"""
+
+from __future__ import annotations
+
+from ..types import Plan
+from . import register
+from .base import Context, check_share, reduced_plan
+
+
+@register("tome")
+class ToMe:
+    """Option: `frame_share` (uniform frames first, default 1)."""
+
+    name = "tome"
+
+    def __init__(self, frame_share: float = 1.0):
+        self.frame_share = check_share("frame_share", frame_share)
+
+    def plan(self, ctx: Context) -> Plan:
+        return reduced_plan(ctx, "tome", frame_share=self.frame_share)

@@ -1,0 +1,29 @@
+"""VisionZip (arXiv 2412.04467) on Qwen-VL: per chunk, dominant tokens by the attention they receive in
+the vision tower's last full-attention block, plus contextual tokens that merge the rest.
+
+Before the LLM, text-agnostic. Each chunk gets its share of the budget; `contextual_share` of it
+(default 0.15, VisionZip's 54+10 of 64) goes to contextual tokens (see `backbones/reduction.py`).
+"""
+
+from __future__ import annotations
+
+from ..types import Plan, UserError
+from . import register
+from .base import Context, check_share, reduced_plan
+
+
+@register("visionzip")
+class VisionZip:
+    """Options: `contextual_share` in [0, 1) (default 0.15), `frame_share` (uniform frames first, default 1)."""
+
+    name = "visionzip"
+
+    def __init__(self, contextual_share: float = 0.15, frame_share: float = 1.0):
+        if not isinstance(contextual_share, (int, float)) or not 0.0 <= contextual_share < 1.0:
+            raise UserError(f"strategy option contextual_share must be in [0, 1), got {contextual_share!r}")
+        self.contextual_share = float(contextual_share)
+        self.frame_share = check_share("frame_share", frame_share)
+
+    def plan(self, ctx: Context) -> Plan:
+        return reduced_plan(ctx, "visionzip", frame_share=self.frame_share,
+                            params={"contextual_share": self.contextual_share})
