@@ -28,13 +28,14 @@ def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: s
     """Run the reference sweep and draw its accuracy-vs-tokens frontier."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from . import frontier
+    from .cli import _report
     from .runner import RunConfig, sweep
     from .strategies import STRATEGIES
 
     names = strategies.split(",") if strategies else sorted(STRATEGIES.names())
     start = time.perf_counter()
     results = sweep(RunConfig(task="", backbone=backbone, out=out, limit=limit, progress=False),
-                    tasks.split(","), names, budgets.split(","))
+                    tasks.split(","), names, budgets.split(","), on_result=_report)
     sweep_s = time.perf_counter() - start
     built = frontier.build(out, f"{out}/frontier", tasks=tasks.split(","))
     table = built["strategies"][["task", "strategy", "best_score", "auc_logcost", "cost_at_95"]]
