@@ -100,12 +100,12 @@ def frame_subset(ctx: Context, frame_share: float) -> list[int]:
 
 
 def reduced_plan(ctx: Context, method: str, layer: int = 0, frame_share: float = 1.0,
-                 params: dict | None = None) -> Plan:
+                 params: dict | None = None, seed: int = 0) -> Plan:
     """Vanilla-resolution frames (optionally a uniform share of them first), then a token reduction
     to exactly the budget: keep = max(1, min(N, floor(b · vanilla))), N the tokens before reduction."""
     plan = even_plan(ctx, frame_subset(ctx, frame_share), ctx.vanilla_hw)
     keep = max(1, min(plan.tokens, ctx.limit))
-    reduction = Reduction(method=method, keep=keep, layer=layer, params=dict(params or {}))
+    reduction = Reduction(method=method, keep=keep, layer=layer, seed=seed, params=dict(params or {}))
     return replace(plan, reduction=reduction, tokens=keep, feasible=keep <= ctx.limit)
 
 

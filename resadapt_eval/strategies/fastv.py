@@ -2,7 +2,8 @@
 
 The visual tokens kept for layers K.. are those the last prompt token attends to most at layer
 K-1 (head mean). The plan's token count is what layers >= K see, i.e. exactly the budget; the
-record's `flops` also gives the visual tokens at the input and their mean over layers.
+record also gives the visual tokens at the input (`llm_visual_tokens_input`) and their mean over
+layers (`llm_visual_tokens`).
 """
 
 from __future__ import annotations

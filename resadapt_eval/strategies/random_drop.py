@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import replace
 
-from ..types import Plan, Reduction
+from ..types import Plan
 from . import register
-from .base import Context, vanilla_plan
+from .base import Context, reduced_plan
 
 
 @register("random-drop")
@@ -17,8 +16,4 @@ class RandomDrop:
     name = "random-drop"
 
     def plan(self, ctx: Context) -> Plan:
-        keep = max(1, min(ctx.vanilla_tokens, ctx.limit))
-        seed = zlib.crc32(f"{ctx.seed}:{ctx.sample.id}".encode())
-        plan = vanilla_plan(ctx)
-        reduction = Reduction(method="random", keep=keep, layer=0, seed=seed)
-        return replace(plan, reduction=reduction, tokens=keep, feasible=keep <= ctx.limit)
+        return reduced_plan(ctx, "random", seed=zlib.crc32(f"{ctx.seed}:{ctx.sample.id}".encode()))
