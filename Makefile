@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo frontier reference-model clean
+.PHONY: install test check reference-results demo frontier reference-model clean
 
 install: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 # pytest exits 5 when it collects no tests: that is a failure too.
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The regression gate: rerun every configuration committed under results/reference (fresh, into
+# results/check) and check each against it; exit 1 if accuracy drops or tokens rise.
+check: install
+	rm -rf results/check
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval recheck results/reference --out results/check
+
+# Regenerate the committed reference runs (after retraining the bundled model, on purpose only).
+REFERENCE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math
+reference-results: install
+	rm -rf results/reference
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(REFERENCE_TASKS) --strategies uniform-scale \
+		--budgets 0.25,1.0 --out results/reference --no-progress
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo

@@ -213,6 +213,90 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
 
 
+_GATE = [
+    click.option("--alpha", type=float, default=0.05, show_default=True,
+                 help="Significance level of the paired test (exact McNemar, or paired bootstrap for IoU)."),
+    click.option("--max-drop", type=float, default=None,
+                 help="Fail when the main metric drops by more than this many points, significant or not."),
+    click.option("--max-retention-rise", type=float, default=0.01, show_default=True,
+                 help="Fail when mean retention or tokens rise by more than this fraction of the reference."),
+    click.option("--allow-budget-change", is_flag=True, help="Compare runs of different budgets or frame counts."),
+]
+
+
+def gate_options(f):
+    for option in reversed(_GATE):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--reference", required=True, type=click.Path(exists=True),
+              help="A reference run directory, or a published-numbers JSON file (see README).")
+@gate_options
+@click.option("--tolerance", type=float, default=2.0, show_default=True,
+              help="Points a run may fall below a published number (summary-level references only).")
+@click.option("--out", default=None, help="Where check.json goes (default: RUN_DIR/check.json).")
+def check(run_dir: str, reference: str, out: str | None, **kw) -> None:
+    """Gate RUN_DIR against a reference: exit 1 when accuracy drops or cost rises, 0 when it holds.
+
+    \b
+    Samples are paired by id. Exit 1 when the main metric drops significantly (--alpha) or by
+    more than --max-drop points, when mean retention or tokens rise beyond --max-retention-rise,
+    or when samples the reference scored now end in errors. Exit 2 when the runs cannot be
+    compared (another task, no common ids, another budget without --allow-budget-change).
+    """
+    from pathlib import Path
+
+    from .check import Limits, check as run_check
+    from .records import write_json
+
+    result = run_check(run_dir, reference, Limits(**kw))
+    _print_check(result)
+    write_json(Path(out) if out else Path(run_dir) / "check.json", result.to_json())
+    sys.exit(0 if result.passed else 1)
+
+
+@main.command()
+@click.argument("reference_root", default="results/reference", required=False)
+@click.option("--out", default="results/check", show_default=True, help="Where the reruns are written.")
+@gate_options
+def recheck(reference_root: str, out: str, **kw) -> None:
+    """Rerun every configuration committed under REFERENCE_ROOT and `check` each against it (`make check`).
+
+    Exit 1 when any check fails; a summary of all of them is written to OUT/check.json."""
+    from pathlib import Path
+
+    from .check import Limits
+    from .records import write_json
+    from .regression import recheck as run_recheck
+
+    if Path(out).resolve() == Path(reference_root).resolve():
+        raise UserError("--out must differ from the reference tree, or the reruns would resume into it")
+    results = run_recheck(reference_root, out, Limits(**kw), on_result=lambda r: _print_check(r.result))
+    failed = [r for r in results if not r.result.passed]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / "check.json", {"passed": not failed, "n": len(results), "failed": len(failed),
+                                          "checks": [dict(r.result.to_json(), reference_dir=str(r.reference),
+                                                          run_dir=str(r.run)) for r in results]})
+    click.echo(f"{len(results) - len(failed)}/{len(results)} configurations pass; details in {out}/check.json")
+    sys.exit(1 if failed else 0)
+
+
+def _print_check(result) -> None:
+    from tabulate import tabulate
+
+    click.echo(f"\nrun:       {result.run}\nreference: {result.reference}")
+    click.echo(tabulate(result.rows, headers=["", "reference", "run", "change"], tablefmt="simple"))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.passed:
+        click.echo("PASS")
+    for failure in result.failures:
+        click.echo(f"FAIL: {failure}")
+
+
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["tasks", "strategies", "backbones"]))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")

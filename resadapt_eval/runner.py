@@ -99,7 +99,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
                 raise UserError(f"{directory} holds results of a different config (hash {old.get('config_hash')}, "
                                 f"now {chash}); pass another --out or remove that directory")
         else:
-            rec.write_json(manifest_path, {**head, "config": hashed, "seed": config.seed,
+            rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit")}
+            rec.write_json(manifest_path, {**head, "config": hashed, "run_config": rerun, "seed": config.seed,
                                            "environment": rec.environment(), "backbone": backbone.describe(),
                                            "backbone_fingerprint": backbone.fingerprint,
                                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
