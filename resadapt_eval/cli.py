@@ -91,6 +91,9 @@ _SHARED = [
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
 @click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
               help="A strategy setting, e.g. layer=2 for fastv or frame_share=0.5 (repeatable; values are YAML).")
+@click.option("--allocator", default=None, type=click.Path(exists=True, file_okay=False),
+              help="With --strategy resadapt: an allocator folder (train-allocator output, or an original "
+                   "ResAdapt smol_allocator, which also needs --trust-remote-code).")
 @shared_options
 def run(**kw) -> None:
     """Evaluate one task under one strategy and budget; writes samples.jsonl, summary.json and
@@ -99,8 +102,15 @@ def run(**kw) -> None:
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
-    kw["strategy_options"] = _strategy_options(kw["strategy"], _parse_options(kw.pop("strategy_option"),
-                                                                              "--strategy-option"))
+    options = _parse_options(kw.pop("strategy_option"), "--strategy-option")
+    allocator = kw.pop("allocator")
+    if allocator is not None:
+        if kw["strategy"] != "resadapt":
+            raise UserError("--allocator only applies to --strategy resadapt")
+        options["allocator"] = allocator
+        if kw["trust_remote_code"]:
+            options["trust_remote_code"] = True
+    kw["strategy_options"] = _strategy_options(kw["strategy"], options)
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")
     if judge_url:
@@ -295,6 +305,36 @@ def _print_check(result) -> None:
         click.echo("PASS")
     for failure in result.failures:
         click.echo(f"FAIL: {failure}")
+
+
+@main.command(name="train-allocator")
+@click.option("--task", "tasks", multiple=True, default=("probe-videoqa", "probe-longvideo"), show_default=True,
+              help="Probe task to train on (repeatable; prompts alternate between tasks).")
+@click.option("--backbone", default="reference", show_default=True, help="The frozen backbone (alias or folder).")
+@click.option("--out", required=True, help="Folder for allocator.safetensors, its config, history and curves.")
+@click.option("--steps", type=int, default=600, show_default=True, help="Training prompts.")
+@click.option("--group", type=int, default=8, show_default=True, help="Allocations sampled per prompt (M).")
+@click.option("--mode", type=click.Choice(["budget", "free"]), default="budget", show_default=True,
+              help="budget: project each allocation onto a training budget as evaluation does; free: scales as sampled.")
+@click.option("--budgets", default="0.1,0.25", show_default=True, help="Training budgets, one drawn per prompt.")
+@click.option("--frames", type=int, default=None, help="Frames per video (default: each task card's).")
+@click.option("--drop", default="none", show_default=True,
+              help="Chunk dropping during rollouts, as the strategy option: none, topk:K or threshold:X.")
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--train-samples", type=int, default=400, show_default=True, help="Training prompts built per task.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
+@click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
+def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, lr, train_samples, seed, time_limit,
+                    no_progress) -> None:
+    """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
+    from .allocator.train import TrainConfig, train
+
+    config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
+                         budgets=[float(b) for b in _split(budgets)], frames=frames, drop=drop, lr=lr, train_samples=train_samples, seed=seed,
+                         time_limit_s=time_limit)
+    meta = train(config, out, progress=not no_progress, log=click.echo)
+    click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 
 
 @main.command(name="list")

@@ -250,16 +250,17 @@ GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
 
 # -- writing the official layouts ----------------------------------------------------------------
 
-def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8) -> Path:
-    """Write an evaluation split of `task` under `root` in its mirrored benchmark's layout."""
+def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8, training: bool = False) -> Path:
+    """Write an evaluation split of `task` under `root` in its mirrored benchmark's layout (with
+    training=True, a training split: seeds from TRAIN_SEED_BASE up)."""
     from tqdm import tqdm
 
     from .synth import encode_video
 
     if task not in GENERATORS:
         raise ValueError(f"unknown probe {task!r}; known: {', '.join(GENERATORS)}")
-    if seed >= TRAIN_SEED_BASE:
-        raise ValueError(f"evaluation seeds must be below {TRAIN_SEED_BASE} (training uses the rest)")
+    if (seed >= TRAIN_SEED_BASE) != training:
+        raise ValueError(f"evaluation seeds must be below {TRAIN_SEED_BASE}, training seeds at or above it")
     root = Path(root)
     rows = []
     for i in tqdm(range(n), desc=f"building {task}", unit="sample", leave=False):
@@ -303,11 +304,20 @@ def _write_annotations(task: str, root: Path, rows: list[dict[str, Any]]) -> Non
         frame.to_parquet(root / "data" / "testmini-00000-of-00001.parquet")
 
 
-def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200) -> Path:
+def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200, training: bool = False) -> Path:
     """Build the evaluation split on first use (deterministic, so every machine gets the same data)."""
     marker = root / "PROBE.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
         if meta.get("seed") == seed and meta.get("n") == n and meta.get("version") == GENERATOR_VERSION:
             return root
-    return build(task, root, seed=seed, n=n)
+    return build(task, root, seed=seed, n=n, training=training)
+
+
+def ensure_built_train(task: str, n: int, seed: int = 0) -> Path:
+    """A training split (seed TRAIN_SEED_BASE + seed) in the evaluation layout, cached under
+    $RESADAPT_HOME/probes-train: what an allocator trains on through the evaluation path."""
+    from .adapters.base import _expand
+
+    root = Path(_expand(f"$RESADAPT_HOME/probes-train/{task}-{seed}"))
+    return ensure_built(task, root, TRAIN_SEED_BASE + seed, n, training=True)

@@ -31,8 +31,11 @@ PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate
 
 def strategy_label(name: str, options: dict[str, Any] | None = None) -> str:
     """The strategy's name in directories, summaries and figures: options are part of it
-    (`fastv+layer=1`), so runs that differ only in an option never share a directory."""
-    return "+".join([name] + [f"{k}={v}" for k, v in sorted((options or {}).items())])
+    (`fastv+layer=1`), so runs that differ only in an option never share a directory. A path
+    value is named by its last part (`resadapt+allocator=mine`)."""
+    def short(v: Any) -> Any:
+        return Path(str(v)).name if isinstance(v, (str, os.PathLike)) and os.sep in str(v) else v
+    return "+".join([name] + [f"{k}={short(v)}" for k, v in sorted((options or {}).items())])
 
 
 def run_dir(root: str | os.PathLike, task: str, backbone: str, strategy: str, budget_label: str, frames: int) -> Path:

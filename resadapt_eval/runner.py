@@ -148,7 +148,7 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
         return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
                 "retention": None, "plan": None, "timings": {"load": time.perf_counter() - start}, "error": str(e)}
     t_plan = time.perf_counter()
-    ctx = Context.build(sample, frames, backbone.geometry, budget, seed)
+    ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone)
     plan = strategy.plan(ctx)
     plan_s = time.perf_counter() - t_plan
     key = (sample.id, frames_n, sample.prompt, max_new, plan.input_key())
@@ -164,12 +164,15 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
         raise RuntimeError(f"{sample.id}: plan promised {plan.tokens} visual tokens but the model got "
                            f"{out.visual_tokens}; token accounting is broken")
     score, parsed = adapter.score(sample, out.text)
+    flops = dict(out.flops)
+    if plan.planner_flops:  # a learned planner's own cost belongs to the sample's total
+        flops.update(planner=plan.planner_flops, total=flops["total"] + plan.planner_flops)
     timings = {"load": frames.decode_s, "plan": plan_s, **out.timings, "e2e": time.perf_counter() - start}
     return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
             "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
-            "generated_tokens": out.generated_tokens, "flops": out.flops, "plan": plan.to_record(),
+            "generated_tokens": out.generated_tokens, "flops": flops, "plan": plan.to_record(),
             "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "output_reused": reused,
             "timings": timings,
             "error": None}

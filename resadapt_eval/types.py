@@ -117,6 +117,7 @@ class Plan:
     scales: tuple[float, ...] = ()
     interval_s: float | None = None
     note: str = ""
+    planner_flops: float = 0.0   # what deciding this plan cost (a learned allocator's forward passes)
 
     @property
     def frame_positions(self) -> list[int]:
@@ -142,6 +143,7 @@ class Plan:
             "feasible": self.feasible,
             "reduction": asdict(self.reduction) if self.reduction else None,
             "note": self.note,
+            "planner_flops": self.planner_flops,
         }
 
 

@@ -220,6 +220,27 @@ class QwenVLBackbone:
         return chunked_mrope_positions(ids[0], {self.video_token_id, self.image_token_id}, grids,
                                        offsets, self.geometry.merge_size, self.text_resume)[:, None, :]
 
+    # -- frozen parts for planners -------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_chunks(self, plan: Plan, frames: Frames) -> tuple[list[torch.Tensor], float]:
+        """The vision tower's merged-token features of every chunk of `plan` (an allocator's
+        thumbnails, say) and the FLOPs that took: a planner's own cost, counted in its records."""
+        inputs = self.build_inputs(plan, frames, "")
+        grid_key, pix_key = ("video_grid_thw", "pixel_values_videos") if plan.kind == "video" else \
+            ("image_grid_thw", "pixel_values")
+        grids = inputs[grid_key].to(self.device)
+        getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
+        enc = getter(inputs[pix_key].to(self.device, self.dtype), grids, return_dict=True)
+        flops = vision_flops(self.config.vision_config, [int(g.prod()) for g in grids], self.geometry.temporal_patch_size)
+        return [f.float().cpu() for f in enc.pooler_output], float(flops)
+
+    @torch.inference_mode()
+    def embed_text(self, text: str) -> torch.Tensor:
+        """The LLM's input embeddings of `text` (L, hidden): cheap question features for a planner."""
+        ids = self.processor.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return self.model.get_input_embeddings()(ids.to(self.device))[0].float().cpu()
+
     # -- execution ---------------------------------------------------------------------------
 
     @torch.inference_mode()

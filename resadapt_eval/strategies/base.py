@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,9 +23,11 @@ class Context:
     vanilla_hw: tuple[int, int]
     vanilla_tokens: int
     limit: int
+    backbone: Any = None  # the loaded backbone, for planners that look at the input with its frozen parts
 
     @classmethod
-    def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int) -> "Context":
+    def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
+              backbone: Any = None) -> "Context":
         kind, n = frames.kind, frames.count
         vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
         vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
@@ -33,7 +35,8 @@ class Context:
         if budget.ref_frames is not None and kind == "video":
             reference = geometry.vanilla_tokens(kind, frames.height, frames.width,
                                                 min(budget.ref_frames, frames.total_frames))
-        return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference))
+        return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference),
+                   backbone)
 
 
 class Strategy(Protocol):

@@ -1,0 +1,186 @@
+"""CAPO training of an allocator over a frozen backbone (`resadapt-eval train-allocator`).
+
+Each step is a contextual bandit on one training prompt: the allocator looks at the thumbnails
+and the question once, samples a group of M allocations, the frozen backbone answers each one
+greedily through exactly the evaluation path (plan -> execute -> the task's own scorer), and the
+group's rewards and *actual token* retentions give CAPO advantages. The head is updated with
+PPO-clip on the Beta log-probabilities plus the temporal-similarity regulariser.
+
+Two modes: `budget` (default) projects every sampled allocation onto a training budget drawn per
+prompt, exactly as `--strategy resadapt` does at evaluation, so the head learns where to put a
+fixed amount of tokens; `free` uses the sampled scales as they are (the original's setting, where
+CAPO's cost shaping also teaches how much to spend).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..budget import parse_budget
+from ..strategies.base import Context
+from ..strategies.resadapt import allocation_plan, parse_drop
+from .capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
+from .policy import Policy
+
+MODES = ("budget", "free")
+
+
+@dataclass
+class TrainConfig:
+    tasks: list[str] = field(default_factory=lambda: ["probe-videoqa", "probe-longvideo"])
+    backbone: str = "reference"
+    steps: int = 600                  # prompts
+    group: int = 8                    # allocations sampled per prompt (M)
+    lr: float = 3e-3
+    ppo_epochs: int = 2
+    mode: str = "budget"
+    budgets: list[float] = field(default_factory=lambda: [0.1, 0.25])
+    drop: str = "none"                # chunk dropping in rollouts, as the strategy's option
+    frames: int | None = None         # frames per video (default: the task card's)
+    train_samples: int = 400          # per task, from the probe training seeds
+    temporal_weight: float = 0.1
+    hidden: int = 64
+    layers: int = 2
+    thumb_scale: float = 0.3
+    seed: int = 0
+    time_limit_s: float | None = None
+    capo: CapoConfig = field(default_factory=CapoConfig)
+
+
+@dataclass
+class Rollouts:
+    scales: torch.Tensor   # (M, K)
+    logp: torch.Tensor     # (M, K)
+    reward: torch.Tensor   # (M,)
+    cost: torch.Tensor     # (M,) token retention
+
+
+class Environment:
+    """The training prompts of one task and how one allocation of one prompt is scored."""
+
+    def __init__(self, task: str, backbone, n: int, seed: int, frames: int | None = None):
+        from ..adapters import ADAPTERS
+        from ..adapters.base import TaskCard
+        from ..media import FrameCache
+        from ..probes import ensure_built_train
+
+        root = ensure_built_train(task, n=n, seed=seed)
+        self.card = TaskCard.load(task, str(root))
+        self.adapter = ADAPTERS.get(self.card.adapter)()
+        self.samples = [s for s in self.adapter.load(self.card) if s.media is not None]
+        self.backbone = backbone
+        self.cache = FrameCache()
+        self.task = task
+        self.frames = frames or self.card.frames
+
+    def context(self, index: int, budget: float) -> Context:
+        sample = self.samples[index % len(self.samples)]
+        frames, _ = self.cache.load(sample.media_kind, sample.media, self.frames)
+        return Context.build(sample, frames, self.backbone.geometry, parse_budget(str(budget)), 0, self.backbone)
+
+    def reward(self, ctx: Context, scales: torch.Tensor, project: bool, drop=("none", 0.0)) -> tuple[float, float]:
+        """(the scorer's main metric in [0, 1], token retention) of one allocation, rolled out greedily."""
+        plan = allocation_plan(ctx, scales.tolist(), drop, project=project)
+        out = self.backbone.execute(plan, ctx.frames, ctx.sample.prompt, self.card.max_new_tokens)
+        score, _ = self.adapter.score(ctx.sample, out.text)
+        return float(score[self.adapter.main_metric]), out.visual_tokens / plan.vanilla_tokens
+
+
+def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print) -> dict:
+    from ..backbones import load_backbone
+
+    if config.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    drop = parse_drop(config.drop)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    backbone = load_backbone(config.backbone)
+    policy = Policy.create(backbone, hidden=config.hidden, layers=config.layers, thumb_scale=config.thumb_scale)
+    head = policy.head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=0.01)
+    envs = [Environment(t, backbone, config.train_samples, config.seed, config.frames) for t in config.tasks]
+    observed: dict[tuple[str, str], object] = {}
+    history: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(range(config.steps), desc="CAPO", unit="prompt", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        env = envs[step % len(envs)]
+        budget = rng.choice(config.budgets)
+        ctx = env.context(rng.randrange(len(env.samples)), budget)
+        key = (env.task, ctx.sample.id)
+        if key not in observed:  # thumbnails and question features are frozen: look once per sample
+            observed[key] = policy.observe(ctx)
+        obs = observed[key]
+        with torch.no_grad():
+            alpha, beta = policy.distribution(obs)
+            draws = [head.sample(alpha, beta, gen) for _ in range(config.group)]
+        scales = torch.cat([d[0] for d in draws])
+        logp_old = torch.cat([d[1] for d in draws])
+        results = [env.reward(ctx, s, config.mode == "budget", drop) for s in scales]
+        roll = Rollouts(scales, logp_old, torch.tensor([r for r, _ in results]), torch.tensor([c for _, c in results]))
+        adv = capo_advantages(roll.reward, roll.cost, config.capo)
+        mask = torch.ones_like(roll.scales, dtype=torch.bool)
+        for _ in range(config.ppo_epochs):
+            alpha, beta = policy.distribution(obs)
+            logp = head.log_prob(alpha.expand_as(roll.scales), beta.expand_as(roll.scales), roll.scales)
+            loss = ppo_clip_loss(logp, roll.logp, adv, mask.float())
+            mean_scale = head.to_scale(alpha / (alpha + beta))
+            reg = temporal_similarity_loss(obs.chunks[None], mean_scale, mask[:1])
+            total = loss + config.temporal_weight * reg
+            opt.zero_grad()
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+        with torch.no_grad():
+            mean_u = (alpha / (alpha + beta))[0]
+        history.append({"step": step + 1, "task": env.task, "budget": budget, "reward": roll.reward.mean().item(),
+                        "cost": roll.cost.mean().item(), "loss": loss.item(), "reg": float(reg.detach()),
+                        "top_share": float(mean_u.max() / mean_u.sum()), "seconds": time.perf_counter() - start})
+        if (step + 1) % 25 == 0:
+            recent = history[-50:]
+            bar.set_postfix(reward=f"{sum(h['reward'] for h in recent) / len(recent):.2f}",
+                            cost=f"{sum(h['cost'] for h in recent) / len(recent):.3f}")
+            if not progress:
+                log(f"step {step + 1}/{config.steps} reward {sum(h['reward'] for h in recent) / len(recent):.3f} "
+                    f"cost {sum(h['cost'] for h in recent) / len(recent):.3f}")
+        if config.time_limit_s and time.perf_counter() - start > config.time_limit_s:
+            log(f"time limit reached after {step + 1} prompts")
+            break
+    out = Path(out)
+    head.eval()
+    meta = {"trained": {**asdict(config), "backbone_fingerprint": backbone.fingerprint,
+                        "prompts": len(history), "seconds": round(time.perf_counter() - start, 1)}}
+    head.save(out, extra=meta)
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    plot_history(history, out / "training.png")
+    return meta
+
+
+def plot_history(history: list[dict], path: Path, window: int = 50) -> None:
+    """Reward, cost and loss over training (running means), one panel each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    steps = np.array([h["step"] for h in history])
+    for ax, key in zip(axes, ("reward", "cost", "loss")):
+        values = np.array([h[key] for h in history], dtype=float)
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth)
+        ax.plot(steps, values, alpha=0.2)
+        ax.set_title(f"{key} (running mean of {window})")
+        ax.set_xlabel("prompt")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""ResAdapt: a learned allocator decides each chunk's resolution before the backbone encodes it.
+
+The allocator proposes relative per-chunk scales (its deterministic action); `project_to_budget`
+turns them into sizes that meet the budget exactly while keeping their order, through the same
+resize-and-snap operator as `uniform-scale`. Optionally the lowest-ranked chunks are dropped
+first (`drop=topk:K` keeps the K best chunks, `drop=threshold:X` keeps chunks whose scale is at
+least X of the best one). The allocator's own FLOPs are charged to every plan.
+
+Allocators: the one trained for the bundled reference backbone (default there), a folder written
+by `resadapt-eval train-allocator`, or a folder saved by the original ResAdapt repository
+(`model_type: smol_allocator`), which runs code shipped with it and so needs trust_remote_code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..allocator.external import is_external, load_external, refuse_untrusted
+from ..allocator.projection import project_to_budget
+from ..types import Plan, UserError
+from . import register
+from .base import Context, even_plan
+
+BUNDLED = {"reference": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "reference"}
+
+
+def parse_drop(drop: str) -> tuple[str, float]:
+    """'none', 'topk:K' or 'threshold:X' -> (mode, value), or a one-line error."""
+    if drop in ("", "none", None):
+        return "none", 0.0
+    mode, _, value = str(drop).partition(":")
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if mode == "topk" and v >= 1 and v == int(v):
+        return mode, v
+    if mode == "threshold" and 0 < v <= 1:
+        return mode, v
+    raise UserError(f"strategy option drop must be none, topk:K (K >= 1) or threshold:X (0 < X <= 1), got {drop!r}")
+
+
+def kept_chunks(scales: list[float], mode: str, value: float) -> list[int]:
+    """Indices of the chunks that stay, in time order."""
+    if mode == "topk":
+        best = sorted(range(len(scales)), key=lambda k: (-scales[k], k))[: int(value)]
+        return sorted(best)
+    if mode == "threshold":
+        top = max(scales)
+        return [k for k, s in enumerate(scales) if s >= value * top]
+    return list(range(len(scales)))
+
+
+@register("resadapt")
+class ResAdapt:
+    name = "resadapt"
+
+    def __init__(self, allocator: str | None = None, action: str | None = None, drop: str = "none",
+                 trust_remote_code: bool = False):
+        self.path = Path(allocator) if allocator else None
+        if self.path is not None and not (self.path / "config.json").exists() and \
+                not (self.path / "allocator_config.json").exists():
+            raise UserError(f"allocator {allocator!r} is not an allocator folder (no allocator_config.json or "
+                            f"config.json); train one with `resadapt-eval train-allocator`")
+        if self.path is not None:
+            refuse_untrusted(self.path, trust_remote_code)
+        if action not in (None, "mean", "mode"):
+            raise UserError(f"strategy option action must be mean or mode, got {action!r}")
+        self.action = action
+        self.drop = parse_drop(drop)
+        self.trust_remote_code = trust_remote_code
+        self._policy = None
+
+    def policy(self, backbone):
+        if self._policy is None:
+            path = self.path
+            if path is None:
+                path = BUNDLED.get(backbone.name)
+                if path is None or not path.exists():
+                    raise UserError(f"no bundled allocator for backbone {backbone.name!r}; train one with "
+                                    f"`resadapt-eval train-allocator` and pass --allocator PATH")
+            if is_external(path):
+                self._policy = load_external(path, trust_remote_code=self.trust_remote_code)
+            else:
+                from ..allocator.policy import Policy
+                self._policy = Policy.load(path, backbone)
+            if self.action is not None:
+                self._policy.set_action(self.action)
+        return self._policy
+
+    def plan(self, ctx: Context) -> Plan:
+        if ctx.backbone is None:
+            raise UserError("the resadapt strategy needs the backbone's vision tower; run it through the runner")
+        proposal = self.policy(ctx.backbone).propose(ctx)
+        return replace(allocation_plan(ctx, proposal.scales, self.drop), planner_flops=proposal.flops)
+
+
+def allocation_plan(ctx: Context, scales, drop: tuple[str, float] = ("none", 0.0), project: bool = True) -> Plan:
+    """Per-chunk scales -> a plan: drop chunks if asked, then project onto the budget (keeping the
+    scales' order), or with project=False use the scales as they are (what CAPO's free mode trains)."""
+    scales = [float(s) for s in scales]
+    kind, g = ctx.frames.kind, ctx.geometry
+    step = 1 if kind == "image" else g.temporal_patch_size
+    keep = kept_chunks(scales, *drop)
+    rel = [scales[k] for k in keep]
+    if project:
+        proj = project_to_budget(g, kind, ctx.vanilla_hw, rel, ctx.limit)
+        sizes, used, note = list(proj.sizes), list(proj.scales), "" if proj.feasible else \
+            "smallest chunk sizes still exceed the budget"
+    else:
+        used = [min(s, 1.0) for s in rel]
+        sizes, note = [g.scaled_size(kind, ctx.vanilla_hw, s) for s in used], ""
+    positions = [i for k in keep for i in range(k * step, min(ctx.frames.count, (k + 1) * step))]
+    return even_plan(ctx, positions, sizes, scales=used, evenly_spaced=len(keep) == len(scales), note=note)
