@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test check reference-results demo frontier reference-model clean
+.PHONY: install test check reference-results demo frontier reference-model reference-allocator clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ reference-results: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(REFERENCE_TASKS) --strategies uniform-scale \
 		--budgets 0.25,1.0 --out results/reference --no-progress
 
+ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
+	--task-budgets probe-longvideo=0.1 --task-drop probe-longvideo=topk:12 --steps 600 --time-limit 3300
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo
 
@@ -44,6 +47,11 @@ frontier: install
 # Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
 reference-model: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.reference --out resadapt_eval/assets/reference
+
+# Retrain the bundled ResAdapt allocator for the reference backbone with CAPO (stops at 55 minutes).
+reference-allocator: install
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator --out resadapt_eval/assets/allocator/reference \
+		$(ALLOCATOR_RECIPE) --no-progress
 
 clean:
 	rm -rf .cache results/demo

@@ -320,19 +320,42 @@ def _print_check(result) -> None:
 @click.option("--frames", type=int, default=None, help="Frames per video (default: each task card's).")
 @click.option("--drop", default="none", show_default=True,
               help="Chunk dropping during rollouts, as the strategy option: none, topk:K or threshold:X.")
+@click.option("--task-budgets", multiple=True, metavar="TASK=B1,B2",
+              help="Training budgets for one task, overriding --budgets (repeatable).")
+@click.option("--task-drop", multiple=True, metavar="TASK=MODE", help="Chunk dropping for one task, overriding --drop.")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--train-samples", type=int, default=400, show_default=True, help="Training prompts built per task.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
-def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, lr, train_samples, seed, time_limit,
-                    no_progress) -> None:
+def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop, lr,
+                    train_samples, seed, time_limit, no_progress) -> None:
     """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
     from .allocator.train import TrainConfig, train
+    from .strategies.resadapt import parse_drop
 
+    def per_task(values, flag):
+        out = {}
+        for item in values:
+            task, sep, value = item.partition("=")
+            if not sep or task not in tasks:
+                raise UserError(f"{flag} wants TASK=VALUE with TASK one of --task ({', '.join(tasks)}), got {item!r}")
+            out[task] = value
+        return out
+
+    def fractions(text, flag):
+        try:
+            return [float(b) for b in _split(text)]
+        except ValueError:
+            raise UserError(f"{flag} wants comma-separated fractions, got {text!r}") from None
+
+    per_budgets = {t: fractions(v, "--task-budgets") for t, v in per_task(task_budgets, "--task-budgets").items()}
+    per_drop = per_task(task_drop, "--task-drop")
+    for value in [drop, *per_drop.values()]:
+        parse_drop(value)
     config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
-                         budgets=[float(b) for b in _split(budgets)], frames=frames, drop=drop, lr=lr, train_samples=train_samples, seed=seed,
-                         time_limit_s=time_limit)
+                         budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
+                         task_drop=per_drop, lr=lr, train_samples=train_samples, seed=seed, time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 

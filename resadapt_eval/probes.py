@@ -13,8 +13,11 @@ on the right frames. Clutter is flat-coloured moving rectangles, never black and
   scale, not a 0.25 one): more frames at lower resolution should beat fewer sharp frames.
 - probe-grounding (Charades-STA layout): 32 frames at 2 fps; a large tile is visible for a span
   of whole seconds; the answer is that span.
-- probe-math (MathVista layout): one 336 px image with "a + b" (free-form integer) or "a op b"
-  (multiple choice: which operator) in DejaVu Sans Bold at a size between 16 and 48 px.
+- probe-math (MathVista layout): one 336 px image in DejaVu Sans Bold at a size between 24 and 72 px,
+  either one digit (free-form integer: which number is written) or "a op b" (multiple choice: which
+  operator). The free-form question once asked for the value of "a + b": the small reference model
+  read both digits but never learned to add them (5% after three training stages, chance 5%), and
+  the probe exists to measure reading under a budget, not arithmetic.
 
 Multiple-choice options come in a fixed order per family (the probes measure budget sensitivity,
 not option matching). Every row records where its evidence is (frames, chunk, box, size).
@@ -33,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 TRAIN_SEED_BASE = 1_000_000
-GENERATOR_VERSION = 2  # bump when any generator's output changes: cached splits are rebuilt on first use
+GENERATOR_VERSION = 4  # bump when any generator's output changes: cached splits are rebuilt on first use
 TEXTURES = ("horizontal stripes", "vertical stripes", "checkerboard", "rising diagonal stripes",
             "falling diagonal stripes")
 OPERATORS = ("+", "-", "×", "÷")
@@ -196,14 +199,14 @@ def _font(size: int):
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"), size)
 
 
-def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (16, 48)) -> ProbeItem:
+def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (24, 72)) -> ProbeItem:
     from PIL import Image, ImageDraw
 
     rng = _seeded("probe-math", seed, index)
     free_form = bool(rng.integers(0, 2))
     a, b = (int(v) for v in rng.integers(0, 10, 2))
     op = 0 if free_form else int(rng.integers(0, 4))
-    text = f"{a}{OPERATORS[op]}{b}"
+    text = f"{a}" if free_form else f"{a}{OPERATORS[op]}{b}"
     size = int(round(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1])))))
     font = _font(size)
     gap = size // 2
@@ -224,8 +227,8 @@ def make_math(seed: int, index: int, side: int = 336, sizes: tuple[int, int] = (
         cx += w + gap
     pid = f"pmath-{seed}-{index:05d}"
     if free_form:
-        question = "What is the value of the expression in the image?"
-        choices, answer, qtype, atype, target = None, str(a + b), "free_form", "integer", str(a + b)
+        question = "What number is written in the image?"
+        choices, answer, qtype, atype, target = None, str(a), "free_form", "integer", str(a)
     else:
         question = "Which operator appears in the expression in the image?"
         choices, answer, qtype, atype = list(OPERATORS), OPERATORS[op], "multi_choice", "text"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from resadapt_eval import probes
@@ -156,3 +157,38 @@ def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, video
         bright = frames.pixels.reshape(4, -1).mean(1)  # the fixture ranks chunks by brightness
         sizes = [h * w for h, w in r["plan"]["chunks"]]
         assert sizes[int(np.argmax(bright))] == max(sizes)
+
+
+def test_train_allocator_writes_a_loadable_allocator_with_its_curves(tmp_path, monkeypatch):
+    """Two real CAPO steps through the evaluation path (reference backbone, probe training split):
+    the folder it writes runs as --allocator, and its config records how it was trained."""
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
+    out = tmp_path / "alloc"
+    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(out), "--steps", "2",
+                                    "--group", "3", "--train-samples", "3", "--task-budgets", "probe-videoqa=0.25",
+                                    "--task-drop", "probe-videoqa=topk:2", "--no-progress"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "allocator_config.json").read_text())
+    assert config["trained"]["task_budgets"] == {"probe-videoqa": [0.25]}
+    assert config["trained"]["task_drop"] == {"probe-videoqa": "topk:2"} and config["trained"]["prompts"] == 2
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["budget"] for h in history] == [0.25, 0.25]
+    assert all(0 < h["cost"] <= 0.25 and 0 <= h["reward"] <= 1 for h in history)
+    assert (out / "training.png").stat().st_size > 0
+    head = Policy.load(out, load_reference()).head
+    assert all(torch.isfinite(p).all() for p in head.parameters())
+
+
+def load_reference():
+    from resadapt_eval.backbones import load_backbone
+    return load_backbone("reference")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task-drop", "probe-math=topk:1"], "TASK one of --task"),
+    (["--task-budgets", "probe-videoqa=a"], "comma-separated fractions"),
+    (["--drop", "top:3"], "drop must be"),
+])
+def test_train_allocator_refuses_bad_settings_in_one_line(tmp_path, args, message):
+    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(tmp_path), *args])
+    assert res.exit_code == 2 and message in res.output, res.output

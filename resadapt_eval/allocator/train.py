@@ -43,6 +43,8 @@ class TrainConfig:
     mode: str = "budget"
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.25])
     drop: str = "none"                # chunk dropping in rollouts, as the strategy's option
+    task_budgets: dict[str, list[float]] = field(default_factory=dict)  # per-task overrides of budgets
+    task_drop: dict[str, str] = field(default_factory=dict)             # per-task overrides of drop
     frames: int | None = None         # frames per video (default: the task card's)
     train_samples: int = 400          # per task, from the probe training seeds
     temporal_weight: float = 0.1
@@ -98,7 +100,11 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
 
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
-    drop = parse_drop(config.drop)
+    unknown = sorted((set(config.task_budgets) | set(config.task_drop)) - set(config.tasks))
+    if unknown:
+        raise ValueError(f"per-task settings for tasks not trained on: {', '.join(unknown)}")
+    drops = {t: parse_drop(config.task_drop.get(t, config.drop)) for t in config.tasks}
+    budgets = {t: config.task_budgets.get(t, config.budgets) for t in config.tasks}
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -113,7 +119,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
     bar = tqdm(range(config.steps), desc="CAPO", unit="prompt", disable=not progress, dynamic_ncols=True)
     for step in bar:
         env = envs[step % len(envs)]
-        budget = rng.choice(config.budgets)
+        budget = rng.choice(budgets[env.task])
         ctx = env.context(rng.randrange(len(env.samples)), budget)
         key = (env.task, ctx.sample.id)
         if key not in observed:  # thumbnails and question features are frozen: look once per sample
@@ -124,7 +130,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             draws = [head.sample(alpha, beta, gen) for _ in range(config.group)]
         scales = torch.cat([d[0] for d in draws])
         logp_old = torch.cat([d[1] for d in draws])
-        results = [env.reward(ctx, s, config.mode == "budget", drop) for s in scales]
+        results = [env.reward(ctx, s, config.mode == "budget", drops[env.task]) for s in scales]
         roll = Rollouts(scales, logp_old, torch.tensor([r for r, _ in results]), torch.tensor([c for _, c in results]))
         adv = capo_advantages(roll.reward, roll.cost, config.capo)
         mask = torch.ones_like(roll.scales, dtype=torch.bool)
