@@ -27,15 +27,21 @@ check: install
 	rm -rf results/check
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval recheck results/reference --out results/check
 
-# Regenerate the committed reference runs (after retraining the bundled model, on purpose only).
+# Regenerate the committed reference runs (after retraining the bundled model or allocator, on purpose
+# only): uniform-scale on the four probes, and the bundled allocator on the two it was trained for.
 REFERENCE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math
 reference-results: install
 	rm -rf results/reference
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(REFERENCE_TASKS) --strategies uniform-scale \
 		--budgets 0.25,1.0 --out results/reference --no-progress
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks probe-videoqa,probe-longvideo --strategies resadapt \
+		--budgets 0.25,1.0 --out results/reference --no-progress
 
+# The bundled allocator's recipe: probe-videoqa at 0.25 keeping the best chunk, probe-longvideo at
+# 0.1 keeping the best 12 of 32 chunks, thumbnails at half the vanilla side.
 ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
-	--task-budgets probe-longvideo=0.1 --task-drop probe-longvideo=topk:12 --steps 600 --time-limit 3300
+	--task-budgets probe-longvideo=0.1 --task-drop probe-videoqa=topk:1 --task-drop probe-longvideo=topk:12 \
+	--thumb-scale 0.5 --steps 3000
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo
@@ -48,7 +54,7 @@ frontier: install
 reference-model: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.reference --out resadapt_eval/assets/reference
 
-# Retrain the bundled ResAdapt allocator for the reference backbone with CAPO (stops at 55 minutes).
+# Retrain the bundled ResAdapt allocator for the reference backbone with CAPO (about 11 minutes).
 reference-allocator: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator --out resadapt_eval/assets/allocator/reference \
 		$(ALLOCATOR_RECIPE) --no-progress

@@ -187,6 +187,10 @@ def _report(result) -> None:
                f"{s['main_metric']} {m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] n={s['n_scored']} "
                f"errors={s['n_errors']} retention={_fmt(s['retention_mean'])} tokens={_fmt(s['tokens_mean'], 1)} "
                f"-> {result.directory}")
+    t, flops = s.get("timings_mean") or {}, s.get("flops_planner_mean")
+    if t.get("plan", 0) > 0.001 and t.get("backbone_total"):  # a planner that looks at the input costs something
+        click.echo(f"  planner {t['plan'] * 1000:.1f} ms/sample = {100 * t['plan'] / t['backbone_total']:.1f}% of the "
+                   f"backbone's {t['backbone_total'] * 1000:.1f} ms" + (f"; {flops / 1e6:.0f} MFLOPs" if flops else ""))
 
 
 # The cost axes of resadapt_eval.frontier.COSTS, spelled out so `--help` needs no pandas import.
@@ -325,11 +329,13 @@ def _print_check(result) -> None:
 @click.option("--task-drop", multiple=True, metavar="TASK=MODE", help="Chunk dropping for one task, overriding --drop.")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--train-samples", type=int, default=400, show_default=True, help="Training prompts built per task.")
+@click.option("--thumb-scale", type=click.FloatRange(0.05, 1.0), default=0.3, show_default=True,
+              help="Side of the thumbnails the allocator looks at, as a share of the vanilla side (its cost).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
 def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop, lr,
-                    train_samples, seed, time_limit, no_progress) -> None:
+                    train_samples, thumb_scale, seed, time_limit, no_progress) -> None:
     """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
     from .allocator.train import TrainConfig, train
     from .strategies.resadapt import parse_drop
@@ -355,7 +361,8 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
         parse_drop(value)
     config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
                          budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
-                         task_drop=per_drop, lr=lr, train_samples=train_samples, seed=seed, time_limit_s=time_limit)
+                         task_drop=per_drop, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
+                         time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 

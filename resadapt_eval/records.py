@@ -168,6 +168,7 @@ def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tupl
         "vanilla_tokens_mean": _mean([r["vanilla_tokens"] for r in ok]),
         "patches_mean": _mean([r["patches"] for r in ok]),
         "flops_mean": _mean([r["flops"]["total"] for r in ok]),
+        "flops_planner_mean": _mean([r["flops"].get("planner", 0.0) for r in ok]),
         "timings_mean": {k: _mean([(r.get("timings") or {}).get(k) for r in ok]) for k in timing_keys},
         "breakdowns": breakdowns,
         "errors": sorted({r["error"] for r in records if r.get("error")})[:20],

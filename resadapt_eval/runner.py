@@ -85,6 +85,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     hashed = {k: v for k, v in asdict(config).items() if k not in ("limit", "out", "progress", "data_root")}
     hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
+    if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
+        hashed.update(strategy=strategy.describe(backbone))
     chash = rec.config_hash(hashed)
     label = rec.strategy_label(config.strategy, config.strategy_options)
     directory = rec.run_dir(config.out, card.name, backbone.name, label, budget.label, frames_n)
@@ -113,7 +115,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
                        disable=not config.progress, dynamic_ncols=True)
             for sample in bar:
                 writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
-                                             config.seed, cache, outputs))
+                                             config.seed, cache, outputs, task=card.name))
         finally:
             writer.close()
         records = [r for r in rec.read_records(samples_path) if r["id"] in {s.id for s in samples}]
@@ -124,7 +126,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
 
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
-                    seed: int, cache: FrameCache | None = None, outputs: dict | None = None) -> dict[str, Any]:
+                    seed: int, cache: FrameCache | None = None, outputs: dict | None = None,
+                    task: str = "") -> dict[str, Any]:
     """One record: the full chain for one sample, or an error record naming the cause.
 
     With a frame cache, `e2e` still counts the sample's original decode time; with an output memo
@@ -148,7 +151,7 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
         return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
                 "retention": None, "plan": None, "timings": {"load": time.perf_counter() - start}, "error": str(e)}
     t_plan = time.perf_counter()
-    ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone)
+    ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone, task)
     plan = strategy.plan(ctx)
     plan_s = time.perf_counter() - t_plan
     key = (sample.id, frames_n, sample.prompt, max_new, plan.input_key())

@@ -85,6 +85,25 @@ def test_a_saved_allocator_runs_and_its_cost_is_in_every_record(videoqa, tmp_pat
         assert r["plan"]["planner_flops"] == r["flops"]["planner"] and r["timings"]["plan"] > 0
 
 
+def test_the_bundled_allocator_is_the_default_and_beats_uniform_at_the_same_tokens(tmp_path_factory, tmp_path):
+    """The shipped allocator on 40 held-out probe-videoqa samples at 36 visual tokens: it was trained
+    to keep only its best chunk on this task (drop=topk:1, used by default), so it must put the
+    whole budget on one chunk and beat uniform downscaling at identical retention."""
+    root = probes.build("probe-videoqa", tmp_path_factory.mktemp("pvqa40"), seed=0, n=40)
+    args = ("--task", "probe-videoqa", "--data-root", str(root), "--budget", "tokens=36", "--out", str(tmp_path))
+    for strategy in ("resadapt", "uniform-scale"):
+        res = run_cli(*args, "--strategy", strategy)
+        assert res.exit_code == 0, res.output
+    runs = {s: tmp_path / "probe-videoqa" / "reference" / s / "bt36-f8" for s in ("resadapt", "uniform-scale")}
+    summary = {s: json.loads((d / "summary.json").read_text()) for s, d in runs.items()}
+    manifest = json.loads((runs["resadapt"] / "manifest.json").read_text())
+    assert set(manifest["config"]["strategy"]["allocator_files"]) >= {"allocator.safetensors", "allocator_config.json"}
+    assert all(len(r["plan"]["frames"]) == 2 for r in read_records(runs["resadapt"] / SAMPLES))
+    assert summary["resadapt"]["retention_mean"] == pytest.approx(summary["uniform-scale"]["retention_mean"], abs=0.01)
+    acc = {s: summary[s]["metrics"]["accuracy"]["value"] for s in summary}
+    assert acc["resadapt"] >= acc["uniform-scale"] + 30, acc
+
+
 FIXTURE_MODELING = '''
 import torch
 from transformers import PretrainedConfig, PreTrainedModel

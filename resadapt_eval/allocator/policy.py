@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from ..strategies.base import Context
 from ..types import UserError
 from .features import Observation, feature_dims, observe
-from .model import AllocatorConfig, AllocatorHead
+from .model import CONFIG_NAME, AllocatorConfig, AllocatorHead
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path, backbone) -> "Policy":
         return cls(AllocatorHead.load(path), backbone)
+
+    @staticmethod
+    def training_config(path: str | Path) -> dict:
+        """The settings the allocator in `path` was trained with ({} when it does not say)."""
+        return json.loads((Path(path) / CONFIG_NAME).read_text()).get("trained", {})
 
     def set_action(self, action: str) -> None:
         self.head.config.eval_action = action

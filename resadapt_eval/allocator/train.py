@@ -85,7 +85,8 @@ class Environment:
     def context(self, index: int, budget: float) -> Context:
         sample = self.samples[index % len(self.samples)]
         frames, _ = self.cache.load(sample.media_kind, sample.media, self.frames)
-        return Context.build(sample, frames, self.backbone.geometry, parse_budget(str(budget)), 0, self.backbone)
+        return Context.build(sample, frames, self.backbone.geometry, parse_budget(str(budget)), 0, self.backbone,
+                             self.task)
 
     def reward(self, ctx: Context, scales: torch.Tensor, project: bool, drop=("none", 0.0)) -> tuple[float, float]:
         """(the scorer's main metric in [0, 1], token retention) of one allocation, rolled out greedily."""
@@ -134,7 +135,13 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         roll = Rollouts(scales, logp_old, torch.tensor([r for r, _ in results]), torch.tensor([c for _, c in results]))
         adv = capo_advantages(roll.reward, roll.cost, config.capo)
         mask = torch.ones_like(roll.scales, dtype=torch.bool)
-        for _ in range(config.ppo_epochs):
+        # In budget mode the projection fixes the cost, so a group whose answers all agree says nothing
+        # about where tokens should go (its cost differences are size snapping). Updating on it only
+        # sharpens or drifts the policy: measured, a run at 0.95 reward fell to 0.48 within 200 prompts.
+        # Such groups are skipped, as DAPO's dynamic sampling does.
+        informative = config.mode != "budget" or roll.reward.std(unbiased=False) >= config.capo.min_std
+        loss = reg = torch.zeros(())
+        for _ in range(config.ppo_epochs if informative else 0):
             alpha, beta = policy.distribution(obs)
             logp = head.log_prob(alpha.expand_as(roll.scales), beta.expand_as(roll.scales), roll.scales)
             loss = ppo_clip_loss(logp, roll.logp, adv, mask.float())
@@ -149,6 +156,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             mean_u = (alpha / (alpha + beta))[0]
         history.append({"step": step + 1, "task": env.task, "budget": budget, "reward": roll.reward.mean().item(),
                         "cost": roll.cost.mean().item(), "loss": loss.item(), "reg": float(reg.detach()),
+                        "updated": bool(informative),
                         "top_share": float(mean_u.max() / mean_u.sum()), "seconds": time.perf_counter() - start})
         if (step + 1) % 25 == 0:
             recent = history[-50:]
@@ -171,22 +179,28 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
 
 
 def plot_history(history: list[dict], path: Path, window: int = 50) -> None:
-    """Reward, cost and loss over training (running means), one panel each."""
+    """Reward, cost, loss and the top chunk's share of the mean action over training, one running mean
+    per task (tasks alternate, so a mixed curve would average unlike budgets together)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    steps = np.array([h["step"] for h in history])
-    for ax, key in zip(axes, ("reward", "cost", "loss")):
-        values = np.array([h[key] for h in history], dtype=float)
-        if len(values) >= window:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth)
-        ax.plot(steps, values, alpha=0.2)
+    keys = ("reward", "cost", "loss", "top_share")
+    fig, axes = plt.subplots(1, len(keys), figsize=(15, 3.2))
+    tasks = sorted({h["task"] for h in history})
+    for ax, key in zip(axes, keys):
+        for task in tasks:
+            rows = [h for h in history if h["task"] == task]
+            steps = np.array([h["step"] for h in rows])
+            values = np.array([h.get(key, np.nan) for h in rows], dtype=float)
+            w = min(window, len(values))
+            if w:
+                smooth = np.convolve(values, np.ones(w) / w, mode="valid")
+                ax.plot(steps[w - 1:], smooth, label=task)
         ax.set_title(f"{key} (running mean of {window})")
         ax.set_xlabel("prompt")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -24,10 +24,11 @@ class Context:
     vanilla_tokens: int
     limit: int
     backbone: Any = None  # the loaded backbone, for planners that look at the input with its frozen parts
+    task: str = ""        # the task card's name, for planners whose settings were learned per task
 
     @classmethod
     def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
-              backbone: Any = None) -> "Context":
+              backbone: Any = None, task: str = "") -> "Context":
         kind, n = frames.kind, frames.count
         vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
         vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
@@ -36,7 +37,7 @@ class Context:
             reference = geometry.vanilla_tokens(kind, frames.height, frames.width,
                                                 min(budget.ref_frames, frames.total_frames))
         return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference),
-                   backbone)
+                   backbone, task)
 
 
 class Strategy(Protocol):

@@ -4,7 +4,9 @@ The allocator proposes relative per-chunk scales (its deterministic action); `pr
 turns them into sizes that meet the budget exactly while keeping their order, through the same
 resize-and-snap operator as `uniform-scale`. Optionally the lowest-ranked chunks are dropped
 first (`drop=topk:K` keeps the K best chunks, `drop=threshold:X` keeps chunks whose scale is at
-least X of the best one). The allocator's own FLOPs are charged to every plan.
+least X of the best one); without the option, the dropping the allocator was trained with on the
+task is used. The allocator's own FLOPs are charged to every plan, and its files' digests are part
+of the run's config hash.
 
 Allocators: the one trained for the bundled reference backbone (default there), a folder written
 by `resadapt-eval train-allocator`, or a folder saved by the original ResAdapt repository
@@ -13,6 +15,7 @@ by `resadapt-eval train-allocator`, or a folder saved by the original ResAdapt r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,7 +59,7 @@ def kept_chunks(scales: list[float], mode: str, value: float) -> list[int]:
 class ResAdapt:
     name = "resadapt"
 
-    def __init__(self, allocator: str | None = None, action: str | None = None, drop: str = "none",
+    def __init__(self, allocator: str | None = None, action: str | None = None, drop: str | None = None,
                  trust_remote_code: bool = False):
         self.path = Path(allocator) if allocator else None
         if self.path is not None and not (self.path / "config.json").exists() and \
@@ -68,23 +71,38 @@ class ResAdapt:
         if action not in (None, "mean", "mode"):
             raise UserError(f"strategy option action must be mean or mode, got {action!r}")
         self.action = action
-        self.drop = parse_drop(drop)
+        # None: the chunk dropping the allocator was trained with for the task (its ranking was learned
+        # for that operator; a different one is an explicit choice).
+        self.drop = parse_drop(drop) if drop is not None else None
         self.trust_remote_code = trust_remote_code
         self._policy = None
+        self._trained: dict = {}
+
+    def folder(self, backbone) -> Path:
+        """The allocator folder: --allocator, or the one bundled for this backbone."""
+        path = self.path or BUNDLED.get(backbone.name)
+        if path is None or not path.exists():
+            raise UserError(f"no bundled allocator for backbone {backbone.name!r}; train one with "
+                            f"`resadapt-eval train-allocator` and pass --allocator PATH")
+        return path
+
+    def describe(self, backbone) -> dict:
+        """What of the allocator goes into the run's config hash: its files' digests (so retraining it
+        in place never mixes into old results) and the settings it was trained with."""
+        path = self.folder(backbone)
+        digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+                   for f in sorted(path.iterdir()) if f.suffix in (".safetensors", ".json", ".py", ".bin")}
+        return {"allocator_files": digests}
 
     def policy(self, backbone):
         if self._policy is None:
-            path = self.path
-            if path is None:
-                path = BUNDLED.get(backbone.name)
-                if path is None or not path.exists():
-                    raise UserError(f"no bundled allocator for backbone {backbone.name!r}; train one with "
-                                    f"`resadapt-eval train-allocator` and pass --allocator PATH")
+            path = self.folder(backbone)
             if is_external(path):
                 self._policy = load_external(path, trust_remote_code=self.trust_remote_code)
             else:
                 from ..allocator.policy import Policy
                 self._policy = Policy.load(path, backbone)
+                self._trained = Policy.training_config(path)
             if self.action is not None:
                 self._policy.set_action(self.action)
         return self._policy
@@ -93,7 +111,13 @@ class ResAdapt:
         if ctx.backbone is None:
             raise UserError("the resadapt strategy needs the backbone's vision tower; run it through the runner")
         proposal = self.policy(ctx.backbone).propose(ctx)
-        return replace(allocation_plan(ctx, proposal.scales, self.drop), planner_flops=proposal.flops)
+        return replace(allocation_plan(ctx, proposal.scales, self.drop_for(ctx.task)), planner_flops=proposal.flops)
+
+    def drop_for(self, task: str) -> tuple[str, float]:
+        """The chunk dropping to use on `task`: the option if given, else what training used there."""
+        if self.drop is not None:
+            return self.drop
+        return parse_drop(self._trained.get("task_drop", {}).get(task, self._trained.get("drop", "none")))
 
 
 def allocation_plan(ctx: Context, scales, drop: tuple[str, float] = ("none", 0.0), project: bool = True) -> Plan:
