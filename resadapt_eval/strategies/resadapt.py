@@ -16,6 +16,7 @@ by `resadapt-eval train-allocator`, or a folder saved by the original ResAdapt r
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,12 +88,19 @@ class ResAdapt:
         return path
 
     def describe(self, backbone) -> dict:
-        """What of the allocator goes into the run's config hash: its files' digests (so retraining it
-        in place never mixes into old results) and the settings it was trained with."""
+        """What of the allocator goes into the run's config hash: digests of its weights and code, its
+        config without the training log (retraining to the same weights keeps the hash; different
+        weights never mix into old results), and the dropping it was trained with."""
         path = self.folder(backbone)
         digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-                   for f in sorted(path.iterdir()) if f.suffix in (".safetensors", ".json", ".py", ".bin")}
-        return {"allocator_files": digests}
+                   for f in sorted(path.iterdir()) if f.suffix in (".safetensors", ".bin", ".py")}
+        config = {}
+        for name in ("allocator_config.json", "config.json"):
+            if (path / name).exists():
+                config = json.loads((path / name).read_text())
+        trained = config.pop("trained", {})
+        config["trained_drop"] = {"drop": trained.get("drop"), "task_drop": trained.get("task_drop")}
+        return {"allocator_files": digests, "allocator_config": config}
 
     def policy(self, backbone):
         if self._policy is None:
