@@ -15,8 +15,8 @@ from .types import UserError
 EXIT_USAGE = 2
 
 
-class OneLineErrors(click.Group):
-    """A click group whose usage and input errors print one line (`error: ...`) and exit 2."""
+class _OneLineErrorsMixin:
+    """Usage and input errors print one line (`error: ...`) and exit 2, instead of a traceback."""
 
     def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]
         try:
@@ -35,6 +35,14 @@ class OneLineErrors(click.Group):
             sys.exit(130)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
+
+
+class OneLineErrors(_OneLineErrorsMixin, click.Group):
+    """The command group, with one-line errors."""
+
+
+class OneLineCommand(_OneLineErrorsMixin, click.Command):
+    """A stand-alone command (`python -m resadapt_eval.demo`), with one-line errors."""
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -327,15 +335,18 @@ def _print_check(result) -> None:
 @click.option("--task-budgets", multiple=True, metavar="TASK=B1,B2",
               help="Training budgets for one task, overriding --budgets (repeatable).")
 @click.option("--task-drop", multiple=True, metavar="TASK=MODE", help="Chunk dropping for one task, overriding --drop.")
+@click.option("--task-mode", multiple=True, metavar="TASK=MODE",
+              help="budget or free for one task, overriding --mode (free: the allocator learns how much to spend, "
+                   "and evaluation then uses the budget as a ceiling).")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--train-samples", type=int, default=400, show_default=True, help="Training prompts built per task.")
-@click.option("--thumb-scale", type=click.FloatRange(0.05, 1.0), default=0.3, show_default=True,
+@click.option("--thumb-scale", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
               help="Side of the thumbnails the allocator looks at, as a share of the vanilla side (its cost).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
-def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop, lr,
-                    train_samples, thumb_scale, seed, time_limit, no_progress) -> None:
+def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop,
+                    task_mode, lr, train_samples, thumb_scale, seed, time_limit, no_progress) -> None:
     """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
     from .allocator.train import TrainConfig, train
     from .strategies.resadapt import parse_drop
@@ -359,9 +370,13 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
     per_drop = per_task(task_drop, "--task-drop")
     for value in [drop, *per_drop.values()]:
         parse_drop(value)
+    per_mode = per_task(task_mode, "--task-mode")
+    for value in per_mode.values():
+        if value not in ("budget", "free"):
+            raise UserError(f"--task-mode wants TASK=budget or TASK=free, got {value!r}")
     config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
                          budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
-                         task_drop=per_drop, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
+                         task_drop=per_drop, task_mode=per_mode, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
                          time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")

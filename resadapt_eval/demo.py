@@ -13,11 +13,13 @@ import time
 
 import click
 
+from .cli import OneLineCommand
+
 TASKS = ("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")
 BUDGETS = ("0.1", "0.25", "0.5", "1.0")
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option("--out", default="results", show_default=True, help="Results root of the sweep and the frontier.")
 @click.option("--backbone", default="reference", show_default=True)
 @click.option("--tasks", default=",".join(TASKS), show_default=True)

@@ -41,6 +41,18 @@ def test_allocation_meets_the_budget_and_keeps_the_order(backbone25, fraction):
     assert sum(tokens) == plan.tokens
 
 
+def test_cap_fit_spends_less_when_proposed_and_never_more_than_the_budget(backbone25):
+    """fit=cap: an allocation under the budget is used as proposed; one over it is projected."""
+    ctx = video_context(backbone25, 0.5)
+    small = allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="cap")
+    exact = allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="exact")
+    assert small.tokens < exact.tokens <= ctx.limit
+    assert small.tokens == allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="none").tokens
+    big = allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="cap")
+    assert big.tokens == allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="exact").tokens <= ctx.limit
+    assert allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="none").tokens > ctx.limit
+
+
 def test_topk_drop_keeps_the_best_chunks_in_time_order(backbone25):
     ctx = video_context(backbone25, 0.25)
     assert parse_drop("topk:2") == ("topk", 2.0) and kept_chunks([0.3, 1.4, 0.5, 0.9], "topk", 2) == [1, 3]
@@ -209,6 +221,7 @@ def load_reference():
     (["--task-drop", "probe-math=topk:1"], "TASK one of --task"),
     (["--task-budgets", "probe-videoqa=a"], "comma-separated fractions"),
     (["--drop", "top:3"], "drop must be"),
+    (["--task-mode", "probe-videoqa=loose"], "TASK=budget or TASK=free"),
 ])
 def test_train_allocator_refuses_bad_settings_in_one_line(tmp_path, args, message):
     res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(tmp_path), *args])

@@ -35,7 +35,7 @@ class AllocatorConfig:
     eval_action: str = "mean"
     beta_param_scale: float = 0.5    # alpha = softplus(scale * logit) + 1, as the original
     encoder: str = "backbone"        # which frozen encoder made the features
-    thumb_scale: float = 0.3         # thumbnails the frozen encoder sees, as a per-side share of vanilla
+    thumb_scale: float = 0.5         # thumbnails the frozen encoder sees, as a per-side share of vanilla
 
     def __post_init__(self) -> None:
         if self.eval_action not in EVAL_ACTIONS:

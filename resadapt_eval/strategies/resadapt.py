@@ -26,6 +26,7 @@ from ..types import Plan, UserError
 from . import register
 from .base import Context, even_plan
 
+FITS = ("exact", "cap")
 BUNDLED = {"reference": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "reference"}
 
 
@@ -61,7 +62,7 @@ class ResAdapt:
     name = "resadapt"
 
     def __init__(self, allocator: str | None = None, action: str | None = None, drop: str | None = None,
-                 trust_remote_code: bool = False):
+                 fit: str | None = None, trust_remote_code: bool = False):
         self.path = Path(allocator) if allocator else None
         if self.path is not None and not (self.path / "config.json").exists() and \
                 not (self.path / "allocator_config.json").exists():
@@ -75,6 +76,9 @@ class ResAdapt:
         # None: the chunk dropping the allocator was trained with for the task (its ranking was learned
         # for that operator; a different one is an explicit choice).
         self.drop = parse_drop(drop) if drop is not None else None
+        if fit not in (None, *FITS):
+            raise UserError(f"strategy option fit must be exact or cap, got {fit!r}")
+        self.fit = fit  # None: cap where the allocator was trained in free mode, else exact
         self.trust_remote_code = trust_remote_code
         self._policy = None
         self._trained: dict = {}
@@ -119,7 +123,8 @@ class ResAdapt:
         if ctx.backbone is None:
             raise UserError("the resadapt strategy needs the backbone's vision tower; run it through the runner")
         proposal = self.policy(ctx.backbone).propose(ctx)
-        return replace(allocation_plan(ctx, proposal.scales, self.drop_for(ctx.task)), planner_flops=proposal.flops)
+        plan = allocation_plan(ctx, proposal.scales, self.drop_for(ctx.task), self.fit_for(ctx.task))
+        return replace(plan, planner_flops=proposal.flops)
 
     def drop_for(self, task: str) -> tuple[str, float]:
         """The chunk dropping to use on `task`: the option if given, else what training used there."""
@@ -127,21 +132,34 @@ class ResAdapt:
             return self.drop
         return parse_drop(self._trained.get("task_drop", {}).get(task, self._trained.get("drop", "none")))
 
+    def fit_for(self, task: str) -> str:
+        """How the proposal meets the budget on `task`: the option if given, else `cap` where the
+        allocator learned how much to spend (free mode), `exact` where it learned only where."""
+        if self.fit is not None:
+            return self.fit
+        mode = self._trained.get("task_mode", {}).get(task, self._trained.get("mode", "budget"))
+        return "cap" if mode == "free" else "exact"
 
-def allocation_plan(ctx: Context, scales, drop: tuple[str, float] = ("none", 0.0), project: bool = True) -> Plan:
-    """Per-chunk scales -> a plan: drop chunks if asked, then project onto the budget (keeping the
-    scales' order), or with project=False use the scales as they are (what CAPO's free mode trains)."""
+
+def allocation_plan(ctx: Context, scales, drop: tuple[str, float] = ("none", 0.0), fit: str = "exact") -> Plan:
+    """Per-chunk scales -> a plan: drop chunks if asked, then fit the budget.
+
+    fit: `exact` projects the scales onto the budget keeping their order (every strategy's budget);
+    `cap` uses them as proposed unless that exceeds the budget, then projects (the budget is a
+    ceiling, and an allocator that learned how much to spend may spend less); `none` uses them as
+    they are whatever the budget (what CAPO's free mode trains)."""
+    if fit not in (*FITS, "none"):
+        raise ValueError(f"fit must be one of {FITS} or none, got {fit!r}")
     scales = [float(s) for s in scales]
     kind, g = ctx.frames.kind, ctx.geometry
     step = 1 if kind == "image" else g.temporal_patch_size
     keep = kept_chunks(scales, *drop)
     rel = [scales[k] for k in keep]
-    if project:
+    used = [min(s, 1.0) for s in rel]
+    sizes, note = [g.scaled_size(kind, ctx.vanilla_hw, s) for s in used], ""
+    if fit == "exact" or (fit == "cap" and sum(g.tokens_per_chunk(h, w) for h, w in sizes) > ctx.limit):
         proj = project_to_budget(g, kind, ctx.vanilla_hw, rel, ctx.limit)
         sizes, used, note = list(proj.sizes), list(proj.scales), "" if proj.feasible else \
             "smallest chunk sizes still exceed the budget"
-    else:
-        used = [min(s, 1.0) for s in rel]
-        sizes, note = [g.scaled_size(kind, ctx.vanilla_hw, s) for s in used], ""
     positions = [i for k in keep for i in range(k * step, min(ctx.frames.count, (k + 1) * step))]
     return even_plan(ctx, positions, sizes, scales=used, evenly_spaced=len(keep) == len(scales), note=note)
