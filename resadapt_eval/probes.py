@@ -266,7 +266,7 @@ def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8
         raise ValueError(f"evaluation seeds must be below {TRAIN_SEED_BASE}, training seeds at or above it")
     root = Path(root)
     rows = []
-    for i in tqdm(range(n), desc=f"building {task}", unit="sample", leave=False):
+    for i in tqdm(range(n), desc=f"building {task}", unit="sample", leave=False, disable=None):  # no bar in logs
         item = GENERATORS[task](seed, i)
         row = dict(item.row, evidence=json.dumps(item.evidence))
         if task == "probe-videoqa":
