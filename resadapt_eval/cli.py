@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
+from .distributed import is_main_process
 from .types import UserError
 
 EXIT_USAGE = 2
@@ -93,7 +95,8 @@ _SHARED = [
 
 @main.command()
 @click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
-@click.option("--strategy", default="vanilla", show_default=True, help="How to spend the budget (`list strategies`).")
+@click.option("--strategy", default="uniform-scale", show_default=True,
+              help="How to spend the budget (`list strategies`); at budget 1.0 uniform-scale is the vanilla input.")
 @click.option("--budget", default="1.0", show_default=True,
               help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
@@ -158,7 +161,28 @@ def _card_root(task: str) -> str:
     return _expand(raw["data_root"])
 
 
+def _sweep_file(ctx, _param, path):
+    """--config FILE: a YAML mapping of sweep options (lists allowed) used as defaults; flags win."""
+    if path is None:
+        return
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of sweep options", param_hint="--config")
+    names = {p.name for p in ctx.command.params} | {"frames"}
+    unknown = sorted(k for k in raw if k.replace("-", "_") not in names)
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(unknown)}", param_hint="--config")
+
+    def value(v):
+        return ",".join(str(x) for x in v) if isinstance(v, list) else v
+    ctx.default_map = {("frames_list" if k == "frames" else k.replace("-", "_")): value(v) for k, v in raw.items()}
+
+
 @main.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), callback=_sweep_file, is_eager=True,
+              expose_value=False, help="YAML file of these options (tasks, strategies, budgets, ...); flags override it.")
 @click.option("--tasks", required=True, help="Comma-separated task names.")
 @click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
               help="Comma-separated strategy names.")
@@ -181,7 +205,8 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
     base = RunConfig(task="", task_options=task_options, **kw)
     start = _time.perf_counter()
     results = run_sweep(base, _split(tasks), _split(strategies), _split(budgets), frames, on_result=_report)
-    click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
+    if is_main_process():
+        click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
 
 
 def _split(text: str) -> list[str]:
@@ -189,6 +214,8 @@ def _split(text: str) -> list[str]:
 
 
 def _report(result) -> None:
+    if not is_main_process():  # under torchrun, rank 0 speaks for the run
+        return
     s = result.summary
     m = s["metrics"][s["main_metric"]]
     click.echo(f"{s['task']} {s['backbone']} {s['strategy']} b{s['budget']} f{s['frames']}: "

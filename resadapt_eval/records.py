@@ -24,6 +24,7 @@ import numpy as np
 from .types import UserError
 
 SAMPLES, SUMMARY, MANIFEST, LOCK = "samples.jsonl", "summary.json", "manifest.json", ".lock"
+SHARD_GLOB = "samples.rank*-of-*.jsonl"
 BOOTSTRAP_RESAMPLES = 1000
 PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate", "decord", "av", "numpy",
             "pandas", "pyarrow", "pillow", "tokenizers", "flash-attn")
@@ -49,10 +50,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 @contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a run directory; a second writer is refused with a clear message."""
+def locked(directory: Path, name: str = LOCK) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory (ranks of a data-parallel run other than 0 lock their
+    own `name`); a second writer is refused with a clear message."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    fd = os.open(directory / name, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,6 +78,44 @@ def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     for line in data[:end].splitlines():
         if line.strip():
             records.append(json.loads(line))
+    return records
+
+
+def shard_path(directory: Path, rank: int, size: int) -> Path:
+    """Where one rank of a data-parallel run appends its records."""
+    return directory / f"samples.rank{rank}-of-{size}.jsonl"
+
+
+def shard_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(SHARD_GLOB))
+
+
+def merge_shards(directory: Path, order: list[str]) -> list[dict[str, Any]]:
+    """Fold every shard file into samples.jsonl, each id once, in the task's sample order, then
+    remove the shards. The merged file replaces the old one atomically, so a crash here loses
+    nothing: shards left behind are merged again (their ids already present are skipped)."""
+    main = directory / SAMPLES
+    records = read_records(main, repair=True)
+    shards = shard_files(directory)
+    if not shards:
+        return records
+    seen = {r["id"] for r in records}
+    for shard in shards:
+        for r in read_records(shard, repair=True):
+            if r["id"] not in seen:
+                records.append(r)
+                seen.add(r["id"])
+    position = {sid: i for i, sid in enumerate(order)}
+    records.sort(key=lambda r: position.get(r["id"], len(position)))  # ids of a wider earlier run last
+    tmp = main.with_name(main.name + ".merging")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, main)
+    for shard in shards:
+        shard.unlink()
     return records
 
 

@@ -19,6 +19,7 @@ from .adapters import ADAPTERS
 from .adapters.base import TaskCard
 from .backbones import load_backbone
 from .budget import parse_budget
+from .distributed import current_world
 from .media import FrameCache, load_frames
 from .strategies import STRATEGIES
 from .strategies.base import Context
@@ -77,9 +78,11 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     samples = adapter.load(card)
     if config.limit is not None:
         samples = samples[: config.limit]
+    world = current_world()
     if backbone is None:
-        backbone = load_backbone(config.backbone, device=config.device, dtype=config.dtype, attn=config.attn,
-                                 text_resume=config.text_resume, trust_remote_code=config.trust_remote_code)
+        backbone = load_backbone(config.backbone, device=world.device(config.device), dtype=config.dtype,
+                                 attn=config.attn, text_resume=config.text_resume,
+                                 trust_remote_code=config.trust_remote_code)
     torch.manual_seed(config.seed)
 
     hashed = {k: v for k, v in asdict(config).items() if k not in ("limit", "out", "progress", "data_root")}
@@ -93,35 +96,47 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     head = {"task": card.name, "backbone": backbone.name, "strategy": label, "budget": budget.label,
             "budget_spec": budget.to_dict(), "frames": frames_n, "config_hash": chash}
 
-    with rec.locked(directory):
+    # Under torchrun every rank runs this with its own shard of the samples; rank 0 owns the
+    # manifest, the merge and the summary (see resadapt_eval.distributed).
+    with rec.locked(directory, rec.LOCK if world.is_main else f"{rec.LOCK}.rank{world.rank}"):
         manifest_path = directory / rec.MANIFEST
-        if manifest_path.exists():
-            old = rec.read_json(manifest_path)
-            if old.get("config_hash") != chash:
-                raise UserError(f"{directory} holds results of a different config (hash {old.get('config_hash')}, "
-                                f"now {chash}); pass another --out or remove that directory")
-        else:
+        if world.is_main and not manifest_path.exists():
             rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit")}
             rec.write_json(manifest_path, {**head, "config": hashed, "run_config": rerun, "seed": config.seed,
                                            "environment": rec.environment(), "backbone": backbone.describe(),
                                            "backbone_fingerprint": backbone.fingerprint,
                                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        world.barrier()
+        old = rec.read_json(manifest_path)
+        if old.get("config_hash") != chash:
+            raise UserError(f"{directory} holds results of a different config (hash {old.get('config_hash')}, "
+                            f"now {chash}); pass another --out or remove that directory")
         samples_path = directory / rec.SAMPLES
-        done = {r["id"] for r in rec.read_records(samples_path, repair=True)}
-        pending = [s for s in samples if s.id not in done]
-        writer = rec.RecordWriter(samples_path)
+        own = samples_path if world.size == 1 else rec.shard_path(directory, world.rank, world.size)
+        done = {r["id"] for path in [samples_path, *rec.shard_files(directory)]
+                for r in rec.read_records(path, repair=path == own)}
+        pending = [s for s in world.shard(samples) if s.id not in done]
+        writer = rec.RecordWriter(own)
         try:
-            bar = tqdm(pending, desc=f"{card.name} {label} b{budget.label} f{frames_n}", unit="sample",
+            where = f" rank {world.rank}/{world.size}" if world.size > 1 else ""
+            bar = tqdm(pending, desc=f"{card.name} {label} b{budget.label} f{frames_n}{where}", unit="sample",
                        disable=not config.progress, dynamic_ncols=True)
             for sample in bar:
                 writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
                                              config.seed, cache, outputs, task=card.name))
         finally:
             writer.close()
-        records = [r for r in rec.read_records(samples_path) if r["id"] in {s.id for s in samples}]
-        summary = rec.summarize(records, head, adapter.metrics, adapter.main_metric, adapter.breakdown_keys,
-                                config.seed)
-        rec.write_json(directory / rec.SUMMARY, summary)
+        world.barrier()
+        if world.is_main:
+            order = [s.id for s in samples]
+            wanted = set(order)
+            records = [r for r in rec.merge_shards(directory, order) if r["id"] in wanted]
+            summary = rec.summarize(records, head, adapter.metrics, adapter.main_metric, adapter.breakdown_keys,
+                                    config.seed)
+            rec.write_json(directory / rec.SUMMARY, summary)
+        world.barrier()
+        if not world.is_main:
+            summary = rec.read_json(directory / rec.SUMMARY)
     return RunResult(directory, summary, len(pending))
 
 
@@ -185,8 +200,8 @@ def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: lis
           frames: list[int | None] | None = None, on_result: Any = None) -> list[RunResult]:
     """Every task x strategy x budget (x frames) with one backbone load, shared decoded frames and
     one model call per distinct model input (see `evaluate_sample`)."""
-    backbone = load_backbone(base.backbone, device=base.device, dtype=base.dtype, attn=base.attn,
-                             text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
+    backbone = load_backbone(base.backbone, device=current_world().device(base.device), dtype=base.dtype,
+                             attn=base.attn, text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
     results = []
     for task in tasks:
         cache, outputs = FrameCache(), {}

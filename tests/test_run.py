@@ -91,10 +91,11 @@ def test_rerun_resumes_and_refuses_other_config(sweep, tiny25, videomme_root):
     assert res.exit_code == 0
     d = rec.run_dir(sweep, "videomme", tiny25.name, "vanilla", "1", 8)
     assert len(rec.read_records(d / "samples.jsonl")) == 6  # nothing evaluated twice
-    res = CliRunner().invoke(main, base_args(tiny25, videomme_root, sweep) + ["--max-new-tokens", "3"])
+    res = CliRunner().invoke(main, base_args(tiny25, videomme_root, sweep) + ["--strategy", "vanilla",
+                                                                               "--max-new-tokens", "3"])
     assert res.exit_code == 2 and "different config" in res.output
     with rec.locked(d):
-        res = CliRunner().invoke(main, base_args(tiny25, videomme_root, sweep))
+        res = CliRunner().invoke(main, base_args(tiny25, videomme_root, sweep) + ["--strategy", "vanilla"])
     assert res.exit_code == 2 and "lock" in res.output
 
 
