@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test check reference-results demo frontier reference-model reference-allocator clean
+.PHONY: install test test-lmms check reference-results demo frontier reference-model reference-allocator clean
 
 install: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 # pytest exits 5 when it collects no tests: that is a failure too.
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The lmms-eval plugin, in its own environment (lmms-eval pulls about 155 packages from the index):
+# lmms-eval's evaluator runs `--model resadapt` on a local copy of its videomme task.
+LMMS_VENV := .venv-lmms
+$(LMMS_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/pip install -q -U pip
+	$(LMMS_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(LMMS_VENV)/bin/pip install -q -e '.[lmms,dev]'
+	touch $@
+
+test-lmms: $(LMMS_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(LMMS_VENV)/bin/python -m pytest -q -s -m lmms tests/test_lmms_plugin.py
 
 # The regression gate: rerun every configuration committed under results/reference (fresh, into
 # results/check) and check each against it; exit 1 if accuracy drops or tokens rise.

@@ -181,7 +181,8 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
     if out.visual_tokens != plan.tokens:
         raise RuntimeError(f"{sample.id}: plan promised {plan.tokens} visual tokens but the model got "
                            f"{out.visual_tokens}; token accounting is broken")
-    score, parsed = adapter.score(sample, out.text)
+    # No adapter: somebody else scores (the lmms-eval plugin); the record still has every cost.
+    score, parsed = adapter.score(sample, out.text) if adapter is not None else (None, None)
     flops = dict(out.flops)
     if plan.planner_flops:  # a learned planner's own cost belongs to the sample's total
         flops.update(planner=plan.planner_flops, total=flops["total"] + plan.planner_flops)

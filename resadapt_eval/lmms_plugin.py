@@ -1,0 +1,103 @@
+"""resadapt-eval as an lmms-eval model: any lmms-eval task through our backbones and strategies.
+
+    pip install -e '.[lmms]'     # in its own environment: lmms-eval pulls about 155 packages
+    lmms-eval --model resadapt \\
+        --model_args backbone=reference,strategy=uniform-scale,budget=0.25,frames=32 --tasks videomme
+
+lmms-eval builds the prompts, reads the media and scores; we plan, encode at the planned sizes and
+generate, greedily. Every answer's costs (visual tokens, retention, patches, FLOPs, timings) are
+appended as our usual records to `tokens_log` (model_arg; default `resadapt_tokens.jsonl` in the
+working directory), since lmms-eval's own logs have no field for them. Registered through the
+`lmms_eval.models` entry point (`manifests`), so lmms-eval itself is not modified.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
+
+
+def manifests():
+    """The entry point lmms-eval reads: one simple (non-chat) model named `resadapt`."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [ModelManifest(model_id="resadapt", simple_class_path="resadapt_eval.lmms_plugin.ResAdaptModel")]
+
+
+class ResAdaptModel(lmms):
+    """`generate_until` only: the harness measures generation at a visual-token budget."""
+
+    is_simple = True
+
+    def __init__(self, backbone: str = "reference", strategy: str = "uniform-scale", budget: str = "1.0",
+                 frames: int = 32, seed: int = 0, device: str | None = None, dtype: str | None = None,
+                 tokens_log: str = "resadapt_tokens.jsonl", trust_remote_code: bool = False, **options: Any):
+        super().__init__()
+        from .backbones import load_backbone
+        from .budget import parse_budget
+        from .strategies import STRATEGIES
+
+        import yaml
+
+        known = {"batch_size", "max_length"}  # lmms-eval passes these to every model
+        strategy_options = {k: yaml.safe_load(v) if isinstance(v, str) else v  # as `--strategy-option` reads them
+                            for k, v in options.items() if k not in known}
+        self.backbone = load_backbone(backbone, device=device, dtype=dtype, trust_remote_code=bool(trust_remote_code))
+        self.strategy = STRATEGIES.get(strategy)(**strategy_options)
+        self.budget = parse_budget(str(budget))
+        self.frames, self.seed = int(frames), int(seed)
+        self.log_path = Path(tokens_log)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._rank, self._world_size = 0, 1
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        from tqdm import tqdm
+
+        from .records import RecordWriter
+        from .runner import evaluate_sample
+        from .types import Sample
+
+        answers = []
+        writer = RecordWriter(self.log_path)
+        try:
+            for request in tqdm(requests, desc="resadapt", disable=self._rank != 0):
+                context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+                visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+                media = visuals[0] if visuals else None
+                kind = "video" if isinstance(media, str) and Path(media).suffix.lower() in VIDEO_SUFFIXES else "image"
+                sample = Sample(id=f"{task}/{split}/{doc_id}", prompt=context, media_kind=kind, media=media,
+                                target=None, meta={"task": task})
+                max_new = int(gen_kwargs.get("max_new_tokens", 64))
+                record = evaluate_sample(sample, None, self.strategy, self.backbone, self.budget, self.frames,
+                                         max_new, self.seed, task=task)
+                writer.write({**record, "strategy": self.strategy.name, "budget": self.budget.label})
+                text = record["prediction"] or ""
+                for stop in gen_kwargs.get("until") or []:
+                    if isinstance(stop, str) and stop and stop in text:
+                        text = text.split(stop)[0]
+                answers.append(text)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        finally:
+            writer.close()
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError("resadapt measures generation; loglikelihood tasks are not supported")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("resadapt answers single-turn requests")
+
+
+def summarize_log(path: str | Path) -> dict[str, float]:
+    """Mean visual tokens and retention of a tokens_log, for a quick look next to lmms-eval's scores."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    ok = [r for r in rows if r.get("error") is None]
+    return {"n": len(rows), "errors": len(rows) - len(ok),
+            "tokens_mean": sum(r["tokens"] for r in ok) / max(1, len(ok)),
+            "retention_mean": sum(r["retention"] for r in ok) / max(1, len(ok))}
