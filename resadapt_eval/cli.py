@@ -90,7 +90,25 @@ _SHARED = [
                       "the key is read from the environment and never recorded."),
     click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run."),
     click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+    click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+                 help="Exit 1 (after writing everything) when a larger share of samples ended in error records."),
 ]
+
+EXIT_TOO_MANY_ERRORS = 1
+
+
+def _error_gate(results, max_rate: float) -> None:
+    """Every record and summary is written by now; a run whose error share is over the limit still
+    fails, so a pipeline never mistakes a half-broken dataset for a result."""
+    over = [r for r in results if r.summary["n"] and r.summary["n_errors"] / r.summary["n"] > max_rate]
+    if not over:
+        return
+    for r in over if is_main_process() else []:
+        s = r.summary
+        click.echo(f"error: {s['n_errors']} of {s['n']} samples ({100 * s['n_errors'] / s['n']:.1f}%) ended in "
+                   f"error records, over --max-error-rate {100 * max_rate:g}%: see {r.directory / 'summary.json'} "
+                   f"(errors) and fix the data, or raise --max-error-rate", err=True)
+    sys.exit(EXIT_TOO_MANY_ERRORS)
 
 
 @main.command()
@@ -113,6 +131,7 @@ def run(**kw) -> None:
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
+    max_error_rate = kw.pop("max_error_rate")
     options = _parse_options(kw.pop("strategy_option"), "--strategy-option")
     allocator = kw.pop("allocator")
     if allocator is not None:
@@ -126,7 +145,9 @@ def run(**kw) -> None:
     judge_url = kw.pop("judge_url")
     if judge_url:
         task_options["judge_url"] = judge_url
-    _report(run_config(RunConfig(progress=progress, task_options=task_options, **kw)))
+    result = run_config(RunConfig(progress=progress, task_options=task_options, **kw))
+    _report(result)
+    _error_gate([result], max_error_rate)
 
 
 @main.group()
@@ -197,6 +218,7 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
 
     _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
     kw["progress"] = not kw.pop("no_progress")
+    max_error_rate = kw.pop("max_error_rate")
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")
     if judge_url:
@@ -207,6 +229,7 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
     results = run_sweep(base, _split(tasks), _split(strategies), _split(budgets), frames, on_result=_report)
     if is_main_process():
         click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
+    _error_gate(results, max_error_rate)
 
 
 def _split(text: str) -> list[str]:

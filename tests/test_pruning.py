@@ -348,7 +348,7 @@ def test_bad_options_are_one_line_errors(backbone25, frames):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_cli_run_spends_exactly_the_budget(method, tiny25, videomme_root, tmp_path):
     args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(videomme_root), "--frames", "8",
-            "--out", str(tmp_path), "--no-progress", "--strategy", method, "--budget", "0.25"]
+            "--out", str(tmp_path), "--no-progress", "--max-error-rate", "1", "--strategy", method, "--budget", "0.25"]
     args += [f"--strategy-option={k}={v}" for k, v in METHODS[method].items()]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output

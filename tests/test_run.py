@@ -28,7 +28,7 @@ def cli(*args: str):
 
 def base_args(tiny25, root, out):
     return ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(root), "--frames", "8",
-            "--out", str(out), "--no-progress"]
+            "--out", str(out), "--no-progress", "--max-error-rate", "1"]  # the fixture's bad videos are on purpose
 
 
 def load(directory: Path):
@@ -128,7 +128,7 @@ def test_unknown_backbone_exits_2(videomme_root):
 def test_sigkill_half_way_then_resume(tiny25, tmp_path):
     root = make_videomme(tmp_path / "data", n_videos=10, questions_per_video=3, missing=1)
     args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(root), "--frames", "6",
-            "--strategy", "uniform-scale", "--budget", "0.5", "--no-progress"]
+            "--strategy", "uniform-scale", "--budget", "0.5", "--no-progress", "--max-error-rate", "1"]
     full = _cmd(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
@@ -169,7 +169,7 @@ def test_sweep_shares_one_load_and_matches_single_runs(sweep, tiny25, videomme_r
     out = tmp_path / "sweep"
     res = cli("sweep", "--tasks", "videomme", "--strategies", "vanilla,uniform-scale", "--budgets", "0.25,1.0",
               "--backbone", str(tiny25), "--data-root", str(videomme_root), "--frames", "8", "--out", str(out),
-              "--no-progress")
+              "--no-progress", "--max-error-rate", "1")
     assert res.exit_code == 0, res.output
     assert "4 configurations" in res.output
     for strategy in ("vanilla", "uniform-scale"):
@@ -211,3 +211,14 @@ def test_every_adapter_end_to_end_on_its_official_layout(task, probe, tiny25, tm
     for r in records:
         assert r["meta"]["evidence"] and r["tokens"] <= r["limit"] and r["prediction"] is not None
         assert set(r["score"]) == set(adapter.metrics)
+
+
+def test_a_run_over_the_error_rate_writes_everything_then_exits_1(tiny25, videomme_root, tmp_path):
+    args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(videomme_root), "--frames", "4",
+            "--out", str(tmp_path), "--no-progress"]
+    res = CliRunner().invoke(main, args)
+    d = rec.run_dir(tmp_path, "videomme", tiny25.name, "uniform-scale", "1", 4)
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["n_errors"] / summary["n"] > 0.05 and len(rec.read_records(d / "samples.jsonl")) == summary["n"]
+    assert res.exit_code == 1 and "over --max-error-rate 5%" in res.output
+    assert CliRunner().invoke(main, args + ["--max-error-rate", "0.5"]).exit_code == 0  # resumes, nothing to do
