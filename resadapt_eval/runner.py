@@ -21,16 +21,19 @@ from .backbones import load_backbone
 from .budget import parse_budget
 from .distributed import current_world
 from .media import FrameCache, load_frames
+from .prefetch import Prefetcher
 from .strategies import STRATEGIES
 from .strategies.base import Context
-from .types import SampleError, UserError
+from .types import Frames, Output, Plan, Sample, SampleError, UserError
 
 HARNESS_SCHEMA = 1
+NOT_HASHED = ("limit", "out", "progress", "data_root", "prefetch")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs; all but `limit`, `out` and `progress` go into the config hash."""
+    """Everything a run needs; all but `limit`, `out`, `data_root`, `progress` and `prefetch` (which
+    change where and how fast, never what) go into the config hash."""
 
     task: str
     backbone: str = "reference"
@@ -51,6 +54,7 @@ class RunConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    prefetch: int = 2
 
 
 @dataclass
@@ -85,7 +89,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
                                  trust_remote_code=config.trust_remote_code)
     torch.manual_seed(config.seed)
 
-    hashed = {k: v for k, v in asdict(config).items() if k not in ("limit", "out", "progress", "data_root")}
+    hashed = {k: v for k, v in asdict(config).items() if k not in NOT_HASHED}
     hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
     if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
@@ -101,7 +105,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     with rec.locked(directory, rec.LOCK if world.is_main else f"{rec.LOCK}.rank{world.rank}"):
         manifest_path = directory / rec.MANIFEST
         if world.is_main and not manifest_path.exists():
-            rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit")}
+            rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit", "prefetch")}
             rec.write_json(manifest_path, {**head, "config": hashed, "run_config": rerun, "seed": config.seed,
                                            "environment": rec.environment(), "backbone": backbone.describe(),
                                            "backbone_fingerprint": backbone.fingerprint,
@@ -119,11 +123,17 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
         writer = rec.RecordWriter(own)
         try:
             where = f" rank {world.rank}/{world.size}" if world.size > 1 else ""
-            bar = tqdm(pending, desc=f"{card.name} {label} b{budget.label} f{frames_n}{where}", unit="sample",
-                       disable=not config.progress, dynamic_ncols=True)
-            for sample in bar:
-                writer.write(evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n, max_new,
-                                             config.seed, cache, outputs, task=card.name))
+            # The next samples are decoded, planned and preprocessed in a background thread while
+            # the model runs this one (`--prefetch 0`: all in this thread).
+            def stage(sample: Sample) -> Staged:
+                return stage_sample(sample, strategy, backbone, budget, frames_n, max_new, config.seed, cache,
+                                    outputs, task=card.name)
+
+            with Prefetcher(stage, pending, config.prefetch) as staged:
+                bar = tqdm(staged, total=len(pending), desc=f"{card.name} {label} b{budget.label} f{frames_n}{where}",
+                           unit="sample", disable=not config.progress, dynamic_ncols=True)
+                for item in bar:
+                    writer.write(finish_sample(item, adapter, backbone, max_new, outputs))
         finally:
             writer.close()
         world.barrier()
@@ -140,18 +150,31 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     return RunResult(directory, summary, len(pending))
 
 
-def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
-                    seed: int, cache: FrameCache | None = None, outputs: dict | None = None,
-                    task: str = "") -> dict[str, Any]:
-    """One record: the full chain for one sample, or an error record naming the cause.
+@dataclass
+class Staged:
+    """One sample made ready for the model (in the prefetch thread): decoded, planned, preprocessed.
 
-    With a frame cache, `e2e` still counts the sample's original decode time; with an output memo
-    (a sweep), a plan whose model input equals one already run for this sample (vanilla under every
-    budget label, any strategy at budget 1.0) reuses that output, marked `output_reused`, with the
-    timings measured when it ran. Either way latencies compare as if each configuration ran alone.
+    `error` is set when its media could not be loaded; `reused` holds a sweep's earlier output for
+    an identical model input, in which case nothing was prepared.
     """
+
+    sample: Sample
+    load_s: float
+    frames: Frames | None = None
+    cached: bool = False
+    error: str | None = None
+    plan: Plan | None = None
+    plan_s: float = 0.0
+    key: tuple | None = None
+    prepared: Any = None
+    reused: Output | None = None
+
+
+def stage_sample(sample: Sample, strategy, backbone, budget, frames_n: int, max_new: int, seed: int,
+                 cache: FrameCache | None = None, outputs: dict | None = None, task: str = "") -> Staged:
+    """Everything before the model runs: decode (or the frame cache), the strategy's plan (a learned
+    planner's forward passes included), and the backbone's preprocessing of that plan."""
     start = time.perf_counter()
-    base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
     cached = False
     try:
         if sample.media is None:
@@ -160,41 +183,71 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
             frames, cached = cache.load(sample.media_kind, sample.media, frames_n)
         else:
             frames = load_frames(sample.media_kind, sample.media, frames_n)
-        if cached:
-            start -= frames.decode_s
     except SampleError as e:
-        return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
-                "retention": None, "plan": None, "timings": {"load": time.perf_counter() - start}, "error": str(e)}
+        return Staged(sample, time.perf_counter() - start, error=str(e))
     t_plan = time.perf_counter()
     ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone, task)
     plan = strategy.plan(ctx)
     plan_s = time.perf_counter() - t_plan
     key = (sample.id, frames_n, sample.prompt, max_new, plan.input_key())
-    out = outputs.get(key) if outputs is not None else None
-    reused = out is not None
+    reused = outputs.get(key) if outputs is not None else None
+    prepared = None
+    if reused is None and hasattr(backbone, "prepare"):
+        prepared = backbone.prepare(plan, frames, sample.prompt)
+    return Staged(sample, frames.decode_s, frames, cached, None, plan, plan_s, key, prepared, reused)
+
+
+def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict | None = None) -> dict[str, Any]:
+    """The model's part and the record: execute the prepared plan (or reuse a sweep's output), score."""
+    sample = staged.sample
+    base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
+    if staged.error is not None:
+        return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
+                "retention": None, "plan": None, "timings": {"load": staged.load_s}, "error": staged.error}
+    plan, frames = staged.plan, staged.frames
+    out = staged.reused
     if out is None:
-        out = backbone.execute(plan, frames, sample.prompt, max_new)
+        if staged.prepared is not None:
+            out = backbone.execute(plan, frames, sample.prompt, max_new, prepared=staged.prepared)
+        else:
+            out = backbone.execute(plan, frames, sample.prompt, max_new)
         if outputs is not None:
-            outputs[key] = out
-    else:
-        start -= out.timings["backbone_total"]
+            outputs[staged.key] = out
     if out.visual_tokens != plan.tokens:
         raise RuntimeError(f"{sample.id}: plan promised {plan.tokens} visual tokens but the model got "
                            f"{out.visual_tokens}; token accounting is broken")
     # No adapter: somebody else scores (the lmms-eval plugin); the record still has every cost.
+    t_score = time.perf_counter()
     score, parsed = adapter.score(sample, out.text) if adapter is not None else (None, None)
+    score_s = time.perf_counter() - t_score
     flops = dict(out.flops)
     if plan.planner_flops:  # a learned planner's own cost belongs to the sample's total
         flops.update(planner=plan.planner_flops, total=flops["total"] + plan.planner_flops)
-    timings = {"load": frames.decode_s, "plan": plan_s, **out.timings, "e2e": time.perf_counter() - start}
+    timings = {"load": frames.decode_s, "plan": staged.plan_s, **out.timings, "score": score_s}
+    timings["e2e"] = frames.decode_s + staged.plan_s + out.timings["backbone_total"] + score_s
     return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
             "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
             "generated_tokens": out.generated_tokens, "flops": flops, "plan": plan.to_record(),
-            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": cached, "output_reused": reused,
-            "timings": timings,
+            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": staged.cached,
+            "output_reused": staged.reused is not None, "timings": timings,
             "error": None}
+
+
+def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
+                    seed: int, cache: FrameCache | None = None, outputs: dict | None = None,
+                    task: str = "") -> dict[str, Any]:
+    """One record: the full chain for one sample, or an error record naming the cause.
+
+    Timings are each stage's own (`e2e` is their sum), so latencies compare as if each configuration
+    ran alone: with a frame cache, `load` and `e2e` still count the sample's original decode time;
+    with an output memo (a sweep), a plan whose model input equals one already run for this sample
+    (vanilla under every budget label, any strategy at budget 1.0) reuses that output, marked
+    `output_reused`, with the timings measured when it ran.
+    """
+    staged = stage_sample(sample, strategy, backbone, budget, frames_n, max_new, seed, cache, outputs, task)
+    return finish_sample(staged, adapter, backbone, max_new, outputs)
 
 
 def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: list[str],

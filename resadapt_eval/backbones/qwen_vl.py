@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
 
 
 @dataclass(frozen=True)
+class PreparedInput:
+    """A plan's processor inputs and M-RoPE positions, built before execution: the runner prepares
+    the next samples in a background thread while the model runs the current one."""
+
+    key: tuple
+    inputs: dict[str, Any]
+    positions: torch.Tensor
+    preprocess_s: float
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     device: str | None = None
     dtype: str | None = None
@@ -52,7 +64,7 @@ def resolve_model_dir(source: str) -> Path:
     """A local folder as is; a hub id through the local Hugging Face cache (downloads only when online)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return path
+        return require_safetensors(path)
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise UserError(f"backbone {source!r} is not a model folder or a hub id (org/name); "
                         "pass a folder with config.json, or run `resadapt-eval list backbones`")
@@ -60,11 +72,26 @@ def resolve_model_dir(source: str) -> Path:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     try:
-        return Path(snapshot_download(source, local_files_only=offline,
-                                      allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]))
+        folder = Path(snapshot_download(source, local_files_only=offline,
+                                        allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]))
     except Exception as e:
         hint = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}"
         raise UserError(f"cannot get backbone {source!r}: {hint}; download it first or pass a local folder") from None
+    return require_safetensors(folder)
+
+
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(folder: Path) -> Path:
+    """Refuse checkpoints whose weights are pickles: loading a pickle runs whatever code it holds."""
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in PICKLED for p in folder.glob(pattern))
+        what = f"only pickled weights ({', '.join(pickled[:3])})" if pickled else "no *.safetensors weights"
+        raise UserError(f"backbone folder {folder} has {what}; resadapt-eval loads safetensors only, since a pickle "
+                        f"runs code when loaded: convert it once, in an environment you trust, with "
+                        f"AutoModelForImageTextToText.from_pretrained(folder).save_pretrained(new_folder)")
+    return folder
 
 
 def fingerprint(model_dir: Path) -> dict[str, Any]:
@@ -143,6 +170,9 @@ class QwenVLBackbone:
         eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self.eos_ids = {int(e) for e in eos + [tok.eos_token_id] if e is not None}
         self.fingerprint = fingerprint(self.model_dir)
+        # The fast tokenizer may not be entered from two threads at once ("Already borrowed"):
+        # preparation runs in the prefetch thread while the main thread decodes answers.
+        self._tokenizer_lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "family": self.family, "device": str(self.device),
@@ -173,14 +203,16 @@ class QwenVLBackbone:
         proc = self.processor
         kind = plan.kind
         content = [{"type": kind}, {"type": "text", "text": prompt}]
-        text = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                        tokenize=False)
+        with self._tokenizer_lock:
+            text = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                            tokenize=False)
         pixels = self._chunk_pixels(plan, frames)
         f = self.geometry.factor
         largest = max(c.height * c.width for c in plan.chunks)
         if kind == "image":
             size = {"shortest_edge": f * f, "longest_edge": largest}
-            return dict(proc(text=[text], images=[pixels[0][0]], size=size, return_tensors="pt"))
+            with self._tokenizer_lock:
+                return dict(proc(text=[text], images=[pixels[0][0]], size=size, return_tensors="pt"))
         tok = proc.tokenizer
         vs, vp, ve = "<|vision_start|>", tok.convert_ids_to_tokens(self.video_token_id), "<|vision_end|>"
         block = vs + vp + ve
@@ -194,8 +226,9 @@ class QwenVLBackbone:
             src += [src[-1]] * (tp - len(src))
             metadata.append(VideoMetadata(total_num_frames=frames.total_frames, fps=frames.fps, frames_indices=src))
         size = {"shortest_edge": f * f, "longest_edge": largest * tp}
-        return dict(proc(text=[text], videos=pixels, video_metadata=metadata, do_sample_frames=False, size=size,
-                         cap_pixels_per_frame=False, return_tensors="pt"))
+        with self._tokenizer_lock:
+            return dict(proc(text=[text], videos=pixels, video_metadata=metadata, do_sample_frames=False, size=size,
+                             cap_pixels_per_frame=False, return_tensors="pt"))
 
     # -- positions ---------------------------------------------------------------------------
 
@@ -238,19 +271,35 @@ class QwenVLBackbone:
     @torch.inference_mode()
     def embed_text(self, text: str) -> torch.Tensor:
         """The LLM's input embeddings of `text` (L, hidden): cheap question features for a planner."""
-        ids = self.processor.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.processor.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         return self.model.get_input_embeddings()(ids.to(self.device))[0].float().cpu()
 
     # -- execution ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def execute(self, plan: Plan, frames: Frames, prompt: str, max_new_tokens: int) -> Output:
-        """Run one plan: returns the greedy answer, exact visual-token counts, timings and FLOPs."""
-        timer = _Timer(self.device)
+    def prepare(self, plan: Plan, frames: Frames, prompt: str) -> PreparedInput:
+        """The CPU-side half of `execute` (resize, processor, positions); safe to run in another thread."""
+        start = time.perf_counter()
         inputs = self.build_inputs(plan, frames, prompt)
+        pos = self.positions(plan, inputs)
+        return PreparedInput(plan.input_key(), inputs, pos, time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def execute(self, plan: Plan, frames: Frames, prompt: str, max_new_tokens: int,
+                prepared: PreparedInput | None = None) -> Output:
+        """Run one plan: returns the greedy answer, exact visual-token counts, timings and FLOPs.
+
+        With `prepared` (from `prepare`, possibly built in another thread), its preprocessing time
+        is charged to this output, so timings read as if the sample ran alone.
+        """
+        if prepared is None or prepared.key != plan.input_key():
+            prepared = self.prepare(plan, frames, prompt)
+        timer = _Timer(self.device, already=prepared.preprocess_s)
+        inputs = prepared.inputs
         ids = inputs["input_ids"].to(self.device)
         visual = (ids[0] == self.video_token_id) | (ids[0] == self.image_token_id)
-        pos = self.positions(plan, inputs).to(self.device)
+        pos = prepared.positions.to(self.device)
         grid_key, pix_key = ("video_grid_thw", "pixel_values_videos") if plan.kind == "video" else \
             ("image_grid_thw", "pixel_values")
         grids = inputs[grid_key].to(self.device)
@@ -310,7 +359,8 @@ class QwenVLBackbone:
             next_id = int(self.model.lm_head(hidden).argmax(-1))
             generated.append(next_id)
         timer.lap("decode")
-        text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        with self._tokenizer_lock:
+            text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
         patches = int(grids.prod(-1).sum())
         chunk_patches = [int(g.prod()) for g in grids]
@@ -385,10 +435,12 @@ def chunked_mrope_positions(ids: torch.Tensor, visual_ids: set[int], grids: torc
 class _Timer:
     """Wall-clock laps; synchronises CUDA so that times are real."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, already: float = 0.0):
+        """`already`: seconds of preprocessing done before (charged to the first lap and the total)."""
         self.device = device
         self.start = self.last = time.perf_counter()
         self.laps: dict[str, float] = {}
+        self.already = already
 
     def lap(self, name: str) -> None:
         if self.device.type == "cuda":
@@ -399,5 +451,7 @@ class _Timer:
 
     def result(self) -> dict[str, float]:
         out = dict(self.laps)
-        out["backbone_total"] = self.last - self.start
+        if self.already:
+            out["preprocess"] = out.get("preprocess", 0.0) + self.already
+        out["backbone_total"] = self.last - self.start + self.already
         return out

@@ -13,6 +13,7 @@ results are mapped back to the merged tokens' sequence order with transformers' 
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,11 @@ class BlockRecorder:
         self.attn = visual.blocks[block].attn
         self.captured: BlockInput | None = None
         self._handle = None
+        self._thread = threading.get_ident()
 
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if threading.get_ident() != self._thread:  # a planner using the tower in the prefetch thread
+            return
         hidden = args[0] if args else kwargs["hidden_states"]
         cos, sin = kwargs["position_embeddings"]
         self.captured = BlockInput(hidden.detach(), kwargs["cu_seqlens"], cos, sin)
