@@ -288,6 +288,67 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
 
 
+BENCH_PARTS = ("overlap", "decode", "memory")
+
+
+@main.command()
+@click.argument("parts", nargs=-1, type=click.Choice(BENCH_PARTS))
+@click.option("--tasks", default=",".join(("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")),
+              show_default=True, help="overlap: the probe sweep's tasks.")
+@click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
+              help="overlap: the sweep's strategies.")
+@click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True, help="overlap: the sweep's budgets.")
+@click.option("--limit", type=int, default=50, show_default=True, help="overlap: samples per configuration.")
+@click.option("--data-root", default=None, help="overlap: data of a single task somewhere else than its card says.")
+@click.option("--prefetch", "prefetch_list", default="2,0", show_default=True,
+              help="overlap: prefetch depths to time, each a full sweep (0: no prefetch, for contrast).")
+@click.option("--memory-task", default="probe-videoqa", show_default=True, help="memory: the probe to run.")
+@click.option("--memory-sizes", default="200,2000", show_default=True,
+              help="memory: sample counts, each in a fresh process.")
+@click.option("--decode-frames", type=int, default=32, show_default=True,
+              help="decode: frames sampled from the generated 10-minute 720p video.")
+@click.option("--json", "json_path", default="results/bench/bench.json", show_default=True,
+              help="Where the figures are also written.")
+def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, limit: int, data_root: str | None,
+          prefetch_list: str,
+          memory_task: str, memory_sizes: str, decode_frames: int, json_path: str) -> None:
+    """Measure the harness itself and print each figure: PARTS of overlap (how much of a probe
+    sweep's wall time is not the model's compute, with and without prefetch, and how often it
+    loads the backbone), decode (seek decoding against decord's get_batch on a generated 10-minute
+    720p video), memory (peak memory at 200 and 2000 samples). Default: all three (several minutes).
+    """
+    from . import bench as b
+    from .records import environment
+
+    report: dict = {"command": "resadapt-eval bench " + " ".join(sys.argv[2:]), "environment": environment()}
+    for part in parts or BENCH_PARTS:
+        click.echo(f"[{part}]")
+        if part == "overlap":
+            figures = [b.overlap_benchmark(tuple(_split(tasks)), tuple(_split(strategies)), tuple(_split(budgets)),
+                                           limit, int(depth), data_root=data_root)
+                       for depth in _split(prefetch_list)]
+            for f in figures:
+                click.echo("  " + "\n  ".join(f.lines()))
+            if len(figures) > 1:
+                base = figures[-1].wall_s
+                click.echo("  " + ", ".join(f"prefetch {f.prefetch} {f.wall_s:.1f} s ({base / f.wall_s:.2f}x)"
+                                            for f in figures))
+            report[part] = [b.as_json(f) for f in figures]
+        elif part == "memory":
+            figure = b.memory_benchmark(memory_task, tuple(int(x) for x in _split(memory_sizes)))
+            click.echo("  " + "\n  ".join(figure.lines()))
+            report[part] = b.as_json(figure)
+        else:
+            from .bench_decode import decode_benchmark
+            figure = decode_benchmark(frames=decode_frames)
+            click.echo("  " + "\n  ".join(figure.lines()))
+            report[part] = b.as_json(figure)
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    click.echo(f"figures written to {path}")
+
+
 _GATE = [
     click.option("--alpha", type=float, default=0.05, show_default=True,
                  help="Significance level of the paired test (exact McNemar, or paired bootstrap for IoU)."),
