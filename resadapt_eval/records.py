@@ -8,7 +8,9 @@ results/<task>/<backbone>/<strategy>/b<budget>-f<frames>/
 
 from __future__ import annotations
 
+import copy
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -216,7 +218,13 @@ def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tupl
 
 
 def environment() -> dict[str, Any]:
-    """Package versions, git revision and host, for the manifest."""
+    """Package versions, git revision and host, for the manifest (looked up once per process: a
+    sweep writes many manifests)."""
+    return copy.deepcopy(_environment())
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
         try:

@@ -6,6 +6,7 @@ is refused instead of mixing into the directory. Bad samples become error record
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -65,11 +66,11 @@ class RunResult:
 
 
 def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None,
-        outputs: dict | None = None) -> RunResult:
+        outputs: dict | None = None, loaded: dict | None = None) -> RunResult:
     """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary.
 
-    `backbone`, `cache` and `outputs` let a sweep share one loaded model, the decoded frames and
-    the model outputs of identical inputs across runs.
+    `backbone`, `cache`, `outputs` and `loaded` let a sweep share one loaded model, the decoded
+    frames, the model outputs of identical inputs and the task's samples across runs.
     """
     card = TaskCard.load(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
@@ -79,7 +80,12 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     if frames_n < 1:
         raise UserError(f"--frames must be at least 1, got {frames_n}")
     max_new = config.max_new_tokens or card.max_new_tokens
-    samples = adapter.load(card)
+    card_key = json.dumps(card.to_dict(), sort_keys=True, default=str)
+    samples = loaded.get(card_key) if loaded is not None else None
+    if samples is None:
+        samples = adapter.load(card)
+        if loaded is not None:
+            loaded[card_key] = samples
     if config.limit is not None:
         samples = samples[: config.limit]
     world = current_world()
@@ -258,12 +264,12 @@ def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: lis
                              attn=base.attn, text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
     results = []
     for task in tasks:
-        cache, outputs = FrameCache(), {}
+        cache, outputs, loaded = FrameCache(), {}, {}
         for n in frames or [base.frames]:
             for strategy in strategies:
                 for budget in budgets:
                     cfg = replace(base, task=task, strategy=strategy, budget=budget, frames=n)
-                    result = run(cfg, backbone=backbone, cache=cache, outputs=outputs)
+                    result = run(cfg, backbone=backbone, cache=cache, outputs=outputs, loaded=loaded)
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
