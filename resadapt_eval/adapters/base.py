@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,12 +86,38 @@ class TaskCard:
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
     def safe_path(self, relative: str) -> Path:
-        """A media path from an annotation row, refused if it escapes the data root."""
-        root = self.data_root.resolve()
-        path = (root / relative).resolve()
+        """A media path from an annotation row, refused (ValueError) if it escapes the data root.
+
+        The check is on the path as written: `..` parts and absolute paths that lead outside the root
+        are refused. Symlinks the user put inside the root (e.g. `data -> /mnt/big/videos`) are
+        followed: they are the user's own choice of where the data lies, not the annotation's.
+        """
+        root = Path(os.path.abspath(self.data_root))
+        text = str(relative)
+        if "\x00" in text:
+            raise ValueError(f"path {relative!r} escapes the data root (NUL byte)")
+        path = Path(os.path.normpath(root / text))
         if root != path and root not in path.parents:
             raise ValueError(f"path {relative!r} escapes the data root")
         return path
+
+
+def row_error(sample_id: str, media_kind: str, cause: str, **meta: Any) -> Sample:
+    """A Sample for an annotation row that cannot be read: the runner turns it into an error record
+    (id and cause), and the other rows run on."""
+    return Sample(id=sample_id, prompt="", media_kind=media_kind, media=None, target=None,  # type: ignore[arg-type]
+                  meta={**meta, "media_error": cause})
+
+
+def row_cause(e: Exception) -> str:
+    """What is wrong with a row, in a few words, from the exception reading it raised."""
+    if isinstance(e, KeyError):
+        return f"missing field {e.args[0]!r}" if e.args else "missing field"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def plain(value: Any) -> Any:
