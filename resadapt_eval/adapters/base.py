@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -55,6 +56,8 @@ class TaskCard:
             if key in ("adapter", "data_root"):
                 raise UserError(f"--task-option {key} is not allowed; use --data-root for the data location")
             raw[key] = value
+        if raw.get("judge_url"):
+            refuse_credentials(str(raw["judge_url"]))
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
         probe = raw.get("probe")
@@ -100,6 +103,23 @@ class TaskCard:
         if root != path and root not in path.parents:
             raise ValueError(f"path {relative!r} escapes the data root")
         return path
+
+
+_SECRET_QUERY = re.compile(r"(?:^|_|-)(?:key|apikey|token|secret|password|auth|sig|signature)$", re.IGNORECASE)
+
+
+def refuse_credentials(url: str) -> None:
+    """A judge URL must not carry a key (`https://user:KEY@host`, `?api_key=...`): the URL is part of
+    the recorded configuration, the key is read from the environment only and never recorded. The
+    message does not repeat the URL."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UserError("--judge-url must not carry credentials (user:KEY@host); put the key in the environment "
+                        "variable named by judge_key_env (default OPENAI_API_KEY), which is never recorded")
+    secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY.search(k)]
+    if secret:
+        raise UserError(f"--judge-url must not carry credentials (query parameter {secret[0]!r}); put the key in the "
+                        f"environment variable named by judge_key_env (default OPENAI_API_KEY), which is never recorded")
 
 
 def row_error(sample_id: str, media_kind: str, cause: str, **meta: Any) -> Sample:
