@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -104,10 +105,14 @@ def test_sigkill_at_20_random_points_then_resume(tiny25, tmp_path):
     args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(root), "--frames", "4",
             "--strategy", "uniform-scale", "--budget", "0.5", "--no-progress", "--max-error-rate", "1"]
     n = 24
+    ref_dir = rec.run_dir(tmp_path / "full", "videomme", tiny25.name, "uniform-scale", "0.5", 4)
     ref_proc = _forked_cli(args + ["--out", str(tmp_path / "full")])  # uninterrupted
+    start = time.monotonic()
+    while _lines(ref_dir / rec.SAMPLES) < 1 and ref_proc.is_alive():
+        time.sleep(0.002)
+    t_first = time.monotonic() - start  # start-up: model load, data, manifest, lock
     ref_proc.join(300)
     assert ref_proc.exitcode == 0
-    ref_dir = rec.run_dir(tmp_path / "full", "videomme", tiny25.name, "uniform-scale", "0.5", 4)
     reference = _strip(rec.read_records(ref_dir / rec.SAMPLES))
     assert len(reference) == n and sum(1 for v in reference.values() if v[3]) == 3  # the missing video
 
@@ -115,21 +120,27 @@ def test_sigkill_at_20_random_points_then_resume(tiny25, tmp_path):
     d = rec.run_dir(out, "videomme", tiny25.name, "uniform-scale", "0.5", 4)
     samples = d / rec.SAMPLES
     rng = random.Random(20260101)
+    # 4 kills mid-startup and 12 after 1-2 more records (mid-sample), shuffled; then one at the last
+    # record (mid-summary) and three in runs that have nothing left but the summary
+    plan = ["startup"] * 4 + ["records"] * 12
+    rng.shuffle(plan)
+    plan += ["last"] + ["done"] * 3
     kills: list[dict] = []
     cycles = 0
     torn = False
     while len(kills) < 20:
         cycles += 1
-        assert cycles <= 45, f"only {len(kills)} kills landed in {cycles} runs: {kills}"
+        assert cycles <= 40, f"only {len(kills)} kills landed in {cycles} runs: {kills}"
         before = len(rec.read_records(samples))
-        if before >= n:  # nothing left: mid-startup or mid-summary of a run that only summarises
-            mode, delay, target = "done", rng.uniform(0.0, 2.0), None
-        elif len(kills) >= 17 or before >= n - 2:  # the last record, then at once (mid-summary)
-            mode, delay, target = "last", rng.uniform(0.0, 0.02), n
-        elif rng.random() < 0.65:  # after one or two more records, then a little later (mid-sample)
-            mode, delay, target = "records", rng.uniform(0.0, 0.25), before + rng.randint(1, 2)
-        else:  # anywhere, mostly mid-startup
-            mode, delay, target = "time", rng.uniform(0.0, 3.0), None
+        mode = plan[len(kills)]
+        if before >= n or mode == "done":
+            mode, delay, target = "done", rng.uniform(0.0, 1.2) * t_first, None
+        elif mode == "startup":
+            mode, delay, target = "startup", rng.uniform(0.05, 0.85) * t_first, None
+        elif mode == "last" or before >= n - 2:
+            mode, delay, target = "last", rng.uniform(0.0, 0.01), n
+        else:
+            mode, delay, target = "records", rng.uniform(0.0, 0.05), before + rng.randint(1, 2)
         proc = _forked_cli(args + ["--out", str(out)])
         start = time.monotonic()
         fire = start + delay if target is None else None
@@ -141,17 +152,15 @@ def test_sigkill_at_20_random_points_then_resume(tiny25, tmp_path):
                 break
             assert now - start < 120, "a run hung"
             time.sleep(0.002)
-        killed = proc.is_alive()
-        if killed:
-            os.kill(proc.pid, signal.SIGKILL)
+        if proc.is_alive():
+            proc.kill()  # SIGKILL
         proc.join()
+        assert proc.exitcode in (0, -signal.SIGKILL)  # killed, or it finished just before the kill
+        killed = proc.exitcode == -signal.SIGKILL
         after_lines = rec.read_records(samples)
         if killed:
-            assert proc.exitcode == -signal.SIGKILL
             kills.append({"mode": mode, "before": before, "after": len(after_lines), "at_s": round(now - start, 2),
                           "summary": (d / rec.SUMMARY).exists()})
-        else:
-            assert proc.exitcode == 0
         # after every kill: what is there is valid, each sample at most once, equal to the uninterrupted run
         ids = [r["id"] for r in after_lines]
         assert len(ids) == len(set(ids))
@@ -173,10 +182,10 @@ def test_sigkill_at_20_random_points_then_resume(tiny25, tmp_path):
     assert _summary(d) == _summary(ref_dir)
     # the kills really spread over the run: mid-startup (nothing new), mid-run, after the last record
     assert torn, kills
-    assert sum(k["after"] == k["before"] < n for k in kills) >= 2, kills
-    assert sum(k["after"] > k["before"] for k in kills) >= 5, kills
-    assert sum(k["after"] == n for k in kills) >= 2, kills
-    assert len({k["after"] for k in kills}) >= 6, kills
+    assert sum(k["after"] == k["before"] < n for k in kills) >= 2, kills  # mid-startup
+    assert sum(k["after"] > k["before"] for k in kills) >= 8, kills        # mid-run
+    assert sum(k["after"] == n for k in kills) >= 3, kills                 # after the last record
+    assert len({k["after"] for k in kills}) >= 8, kills
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,7 +277,10 @@ def test_bad_inputs_are_error_records_and_valid_odd_videos_run(tiny25, bad_video
         r = records[sid]
         assert r["error"] and needle in r["error"] and NAMED[sid] in r["error"], (sid, r["error"])
         assert r["prediction"] is None and r["score"] is None and r["tokens"] is None
-    assert "[" not in records["truncated-faststart"]["error"].split("decord:")[1].split(";")[0][:12]  # no clock time
+    for r in records.values():  # deterministic causes: no decoder clock times ("[20:05:15] file.cc:292: ")
+        assert not re.search(r"\[\d{1,2}:\d{2}:\d{2}\]|\.cc:\d+", r["error"] or ""), r["error"]
+    faststart = records["truncated-faststart"]["error"]
+    assert "decord: DECORDError: " in faststart and "pyav: " in faststart
     assert sorted(summary["errors"]) == sorted(r["error"] for r in records.values() if r["error"])
 
     geometry = Geometry.from_processor(AutoProcessor.from_pretrained(tiny25))
@@ -278,8 +290,9 @@ def test_bad_inputs_are_error_records_and_valid_odd_videos_run(tiny25, bad_video
     one, two = records["one-frame"], records["two-same"]
     assert one["error"] is None and one["frames_decoded"] == 1 and two["frames_decoded"] == 2
     assert one["plan"]["frames"] == [0] and two["plan"]["frames"] == [0, 1]
-    assert one["plan"]["chunks"] == two["plan"]["chunks"] == [list(geometry.vanilla_size("video", 96, 128, 1))]
-    assert one["tokens"] == one["vanilla_tokens"] == geometry.tokens_per_chunk(*geometry.vanilla_size("video", 96, 128, 1)) == two["tokens"]
+    vh, vw = geometry.vanilla_size("video", 96, 128, 1)
+    assert one["plan"]["chunks"] == two["plan"]["chunks"] == [[vh, vw]]
+    assert one["tokens"] == one["vanilla_tokens"] == geometry.tokens_per_chunk(vh, vw) == two["tokens"]
     assert one["prediction"] == two["prediction"] and one["score"] == two["score"]
     # 8K: a normal record at the vanilla size, which the backbone's max pixels cap
     big = records["8k"]

@@ -118,8 +118,9 @@ def refuse_credentials(url: str) -> None:
                         "variable named by judge_key_env (default OPENAI_API_KEY), which is never recorded")
     secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY.search(k)]
     if secret:
-        raise UserError(f"--judge-url must not carry credentials (query parameter {secret[0]!r}); put the key in the "
-                        f"environment variable named by judge_key_env (default OPENAI_API_KEY), which is never recorded")
+        raise UserError(f"--judge-url must not carry credentials (query parameter {secret[0]!r}); put the key in "
+                        f"the environment variable named by judge_key_env (default OPENAI_API_KEY), which is never "
+                        f"recorded")
 
 
 def row_error(sample_id: str, media_kind: str, cause: str, **meta: Any) -> Sample:
