@@ -100,6 +100,16 @@ _SHARED = [
 EXIT_TOO_MANY_ERRORS = 1
 
 
+def _quiet_libraries() -> None:
+    """--no-progress also hides the libraries' bars (transformers' "Loading weights" on stderr), so
+    stderr holds only what the harness says, e.g. a one-line error."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def _error_gate(results, max_rate: float) -> None:
     """Every record and summary is written by now; a run whose error share is over the limit still
     fails, so a pipeline never mistakes a half-broken dataset for a result."""
@@ -134,6 +144,8 @@ def run(**kw) -> None:
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
+    if not progress:
+        _quiet_libraries()
     max_error_rate = kw.pop("max_error_rate")
     options = _parse_options(kw.pop("strategy_option"), "--strategy-option")
     allocator = kw.pop("allocator")
@@ -221,6 +233,8 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
 
     _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
     kw["progress"] = not kw.pop("no_progress")
+    if not kw["progress"]:
+        _quiet_libraries()
     max_error_rate = kw.pop("max_error_rate")
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")

@@ -8,6 +8,7 @@ turns into a `SampleError`, which the runner records as a per-sample error.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ def _decode_pyav(path: str, n_frames: int) -> tuple[np.ndarray, list[int], float
     return np.stack(out), idx, fps, total
 
 
+# decord prefixes its messages with the wall-clock time and its source location
+# ("[20:05:15] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: "), which would make the
+# error records of one corrupt file differ from run to run (and from a resumed run).
+_DECORD_PREFIX = re.compile(r"\[\d{1,2}:\d{2}:\d{2}\] [^\s:]+:\d+: ")
+
+
+def _decoder_message(e: Exception) -> str:
+    """The first line of a decoder's message, without decord's time and source-location prefixes."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    return _DECORD_PREFIX.sub("", text).strip()
+
+
 def load_video(path: str | os.PathLike, n_frames: int, backend: str = "auto") -> Frames:
     """Decode `n_frames` uniformly sampled frames (decord, then PyAV) with their timestamps."""
     path = str(path)
@@ -81,7 +94,7 @@ def load_video(path: str | os.PathLike, n_frames: int, backend: str = "auto") ->
             errors.append(f"{name}: {e}")
             continue
         except Exception as e:  # decoders raise their own error types on corrupt files
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            errors.append(f"{name}: {type(e).__name__}: {_decoder_message(e)}")
             continue
         return Frames(kind="video", pixels=np.ascontiguousarray(pixels), indices=idx,
                       timestamps=[i / fps for i in idx], fps=fps, total_frames=total,

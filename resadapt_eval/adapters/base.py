@@ -5,9 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -54,6 +56,8 @@ class TaskCard:
             if key in ("adapter", "data_root"):
                 raise UserError(f"--task-option {key} is not allowed; use --data-root for the data location")
             raw[key] = value
+        if raw.get("judge_url"):
+            refuse_credentials(str(raw["judge_url"]))
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
         probe = raw.get("probe")
@@ -85,12 +89,56 @@ class TaskCard:
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
     def safe_path(self, relative: str) -> Path:
-        """A media path from an annotation row, refused if it escapes the data root."""
-        root = self.data_root.resolve()
-        path = (root / relative).resolve()
+        """A media path from an annotation row, refused (ValueError) if it escapes the data root.
+
+        The check is on the path as written: `..` parts and absolute paths that lead outside the root
+        are refused. Symlinks the user put inside the root (e.g. `data -> /mnt/big/videos`) are
+        followed: they are the user's own choice of where the data lies, not the annotation's.
+        """
+        root = Path(os.path.abspath(self.data_root))
+        text = str(relative)
+        if "\x00" in text:
+            raise ValueError(f"path {relative!r} escapes the data root (NUL byte)")
+        path = Path(os.path.normpath(root / text))
         if root != path and root not in path.parents:
             raise ValueError(f"path {relative!r} escapes the data root")
         return path
+
+
+_SECRET_QUERY = re.compile(r"(?:^|_|-)(?:key|apikey|token|secret|password|auth|sig|signature)$", re.IGNORECASE)
+
+
+def refuse_credentials(url: str) -> None:
+    """A judge URL must not carry a key (`https://user:KEY@host`, `?api_key=...`): the URL is part of
+    the recorded configuration, the key is read from the environment only and never recorded. The
+    message does not repeat the URL."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UserError("--judge-url must not carry credentials (user:KEY@host); put the key in the environment "
+                        "variable named by judge_key_env (default OPENAI_API_KEY), which is never recorded")
+    secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY.search(k)]
+    if secret:
+        raise UserError(f"--judge-url must not carry credentials (query parameter {secret[0]!r}); put the key in "
+                        f"the environment variable named by judge_key_env (default OPENAI_API_KEY), which is never "
+                        f"recorded")
+
+
+def row_error(sample_id: str, media_kind: str, cause: str, **meta: Any) -> Sample:
+    """A Sample for an annotation row that cannot be read: the runner turns it into an error record
+    (id and cause), and the other rows run on."""
+    return Sample(id=sample_id, prompt="", media_kind=media_kind, media=None, target=None,  # type: ignore[arg-type]
+                  meta={**meta, "media_error": cause})
+
+
+def row_cause(e: Exception) -> str:
+    """What is wrong with a row, in a few words, from the exception reading it raised."""
+    if isinstance(e, KeyError):
+        return f"missing field {e.args[0]!r}" if e.args else "missing field"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def plain(value: Any) -> Any:

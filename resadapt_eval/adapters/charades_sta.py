@@ -42,7 +42,7 @@ import numpy as np
 
 from ..types import Sample
 from . import register
-from .base import TaskCard, evidence_meta
+from .base import ROW_ERRORS, TaskCard, evidence_meta, row_cause, row_error
 
 __all__ = [
     "CharadesSTA", "PRE_PROMPT", "POST_PROMPT", "THRESHOLDS", "charades_prompt", "extract_time_lmms",
@@ -242,7 +242,14 @@ class CharadesSTA:
 
     def load(self, card: TaskCard) -> list[Sample]:
         rows = card.read_parquet("data/test-*.parquet", "annotation parquet")
-        return [self.sample_from_row(row.to_dict(), card, int(i)) for i, row in rows.iterrows()]
+        samples = []
+        for i, row in rows.iterrows():
+            try:
+                samples.append(self.sample_from_row(row.to_dict(), card, int(i)))
+            except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
+                samples.append(row_error(f"{int(i):04d}-row", "video",
+                                         f"annotation row {int(i)} is malformed: {row_cause(e)}", row=int(i)))
+        return samples
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
         """One annotation row as a Sample (prompt built as lmms-eval 0.7.3 does)."""
@@ -251,7 +258,9 @@ class CharadesSTA:
         meta.update(evidence_meta(row))
         media: str | None = None
         target = _timestamp(row["timestamp"])
-        if target is None:
+        if not isinstance(row["caption"], str) or not row["caption"].strip():
+            meta["media_error"] = f"annotation row {index} has no caption"
+        elif target is None:
             meta["media_error"] = f"bad timestamp {row['timestamp']!r} in row {index}"
         else:
             meta["upstream_key"] = upstream_key(video, caption, target)

@@ -57,6 +57,7 @@ import hashlib
 import json
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ import pandas as pd
 
 from ..types import Sample, UserError
 from . import register
-from .base import TaskCard, evidence_meta, plain
+from .base import ROW_ERRORS, TaskCard, evidence_meta, plain, row_cause, row_error
 
 LETTERS = "ABCDE"
 PRE_PROMPT = ""
@@ -217,7 +218,15 @@ class LongVideoBench:
             raise UserError(f"longvideobench: subtitle_selection must be 'inside' or 'frames', not {selection!r}")
         samples, seen = [], set()
         for i, row in enumerate(_read_rows(card)):
-            sample = self.sample_from_row(row, card, i)
+            if isinstance(row, _BadLine):
+                sample = row_error(row.id, "video", row.cause, row=i)
+            else:
+                try:
+                    sample = self.sample_from_row(row, card, i)
+                except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
+                    rid = row.get("id") if isinstance(row, dict) else None
+                    sid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"row{i}"
+                    sample = row_error(sid, "video", f"annotation row {i} is malformed: {row_cause(e)}", row=i)
             if sample.id in seen:
                 raise UserError(f"longvideobench: duplicate question id {sample.id!r} in the annotations")
             seen.add(sample.id)
@@ -266,7 +275,15 @@ class LongVideoBench:
         return {"accuracy": float(correct), "accuracy_no_fallback": float(correct and not parsed["fallback"])}, parsed
 
 
-def _read_rows(card: TaskCard) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _BadLine:
+    """An annotation line that is not JSON: `id` names it by file and line number."""
+
+    id: str
+    cause: str
+
+
+def _read_rows(card: TaskCard) -> list[Any]:
     """Rows of the first annotation pattern that matches (parquet, .json or .jsonl)."""
     patterns = card.options.get("annotations", list(DEFAULT_ANNOTATIONS))
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -284,7 +301,14 @@ def _read_rows(card: TaskCard) -> list[dict[str, Any]]:
         if f.suffix == ".parquet":
             rows.extend(pd.read_parquet(f).to_dict("records"))
         elif f.suffix == ".jsonl":
-            rows.extend(json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip())
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:  # one torn or corrupt line: an error record for it
+                    rows.append(_BadLine(f"{f.name}:{n}", f"{f.name} line {n} is not valid JSON ({e.msg}, "
+                                                          f"column {e.colno})"))
         else:
             data = json.loads(f.read_text(encoding="utf-8"))
             if not isinstance(data, list):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..types import Sample
 from . import register
-from .base import TaskCard, evidence_meta, plain
+from .base import ROW_ERRORS, TaskCard, evidence_meta, plain, row_cause, row_error
 from .mcq import extract_mcq_answer, mcq_correct, videomme_prompt
 
 CHOICES = ("A", "B", "C", "D")
@@ -24,7 +24,16 @@ class VideoMME:
 
     def load(self, card: TaskCard) -> list[Sample]:
         rows = card.read_parquet("videomme/test-*.parquet", "annotation parquet")
-        return [self.sample_from_row({k: plain(v) for k, v in row.items()}, card, i) for i, row in rows.iterrows()]
+        samples = []
+        for i, row in enumerate(rows.to_dict("records")):
+            row = {k: plain(v) for k, v in row.items()}
+            try:
+                samples.append(self.sample_from_row(row, card, i))
+            except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
+                sid = row.get("question_id")
+                sid = str(sid) if isinstance(sid, str) and sid else f"row{i}"
+                samples.append(row_error(sid, "video", f"annotation row {i} is malformed: {row_cause(e)}", row=i))
+        return samples
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
         """One annotation row as a Sample (prompt built as lmms-eval 0.7.3 does)."""
@@ -33,12 +42,17 @@ class VideoMME:
         sid = str(qid) if qid is not None and qid == qid else f"{row['videoID']}-{index}"
         meta = {k: row[k] for k in ("duration", "domain", "sub_category", "task_type", "videoID") if k in row}
         meta.update(evidence_meta(row))
+        media: str | None = None
+        try:
+            media = _video_path(card, card.options.get("videos", "data"), str(row["videoID"]),
+                                card.options.get("video_extensions", [".mp4", ".MP4", ".mkv"]))
+        except ValueError as e:  # a videoID that escapes the data root
+            meta["media_error"] = f"bad videoID: {e}"
         return Sample(
             id=sid,
             prompt=videomme_prompt(str(row["question"]), options, card.options.get("prompt_variant", "default")),
             media_kind="video",
-            media=_video_path(card, card.options.get("videos", "data"), str(row["videoID"]),
-                              card.options.get("video_extensions", [".mp4", ".MP4", ".mkv"])),
+            media=media,
             target=str(row["answer"]).strip(),
             meta=meta,
         )

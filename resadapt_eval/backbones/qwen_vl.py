@@ -94,6 +94,25 @@ def require_safetensors(folder: Path) -> Path:
     return folder
 
 
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def require_safetensors(folder: Path, what: str) -> list[Path]:
+    """The folder's *.safetensors files; a one-line error when it has none. A folder whose weights are
+    only pickles (pytorch_model.bin, *.pt, ...) is always refused: unpickling can run arbitrary code,
+    and there is deliberately no switch to allow it (convert them once with safetensors instead)."""
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
+        return weights
+    pickled = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICKLED_WEIGHTS)
+    if pickled:
+        raise UserError(f"{what} {str(folder)!r} holds only pickled weights ({', '.join(pickled[:3])}"
+                        f"{', ...' if len(pickled) > 3 else ''}), which can run code when loaded and are refused; "
+                        f"convert them to .safetensors (safetensors.torch.save_file) and pass the folder again")
+    raise UserError(f"{what} {str(folder)!r} has no .safetensors weights")
+
+
 def fingerprint(model_dir: Path) -> dict[str, Any]:
     """A cheap, stable checksum of a checkpoint: config files whole, weights by size plus head and tail."""
     h = hashlib.sha256()
@@ -150,6 +169,7 @@ class QwenVLBackbone:
             raise UserError(f"backbone {source!r} is a {config.model_type!r} model; supported: "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)}")
         self.family = config.model_type
+        require_safetensors(self.model_dir, "backbone")
         self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype_name = options.dtype or ("bfloat16" if self.device.type == "cuda" else "float32")
         self.dtype = getattr(torch, dtype_name)

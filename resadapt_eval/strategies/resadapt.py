@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..allocator.external import is_external, load_external, refuse_untrusted
+from ..allocator.model import WEIGHTS_NAME
 from ..allocator.projection import project_to_budget
 from ..types import Plan, UserError
 from . import register
@@ -70,6 +71,11 @@ class ResAdapt:
                             f"config.json); train one with `resadapt-eval train-allocator`")
         if self.path is not None:
             refuse_untrusted(self.path, trust_remote_code)
+            from ..backbones.qwen_vl import require_safetensors
+            require_safetensors(self.path, "allocator")  # pickled weights (.bin, .pt) are refused
+            if not is_external(self.path) and not (self.path / WEIGHTS_NAME).is_file():
+                raise UserError(f"allocator {allocator!r} has no {WEIGHTS_NAME}; train one with "
+                                f"`resadapt-eval train-allocator`")
         if action not in (None, "mean", "mode"):
             raise UserError(f"strategy option action must be mean or mode, got {action!r}")
         self.action = action
