@@ -64,7 +64,7 @@ def resolve_model_dir(source: str) -> Path:
     """A local folder as is; a hub id through the local Hugging Face cache (downloads only when online)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return require_safetensors(path)
+        return path
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise UserError(f"backbone {source!r} is not a model folder or a hub id (org/name); "
                         "pass a folder with config.json, or run `resadapt-eval list backbones`")
@@ -77,20 +77,6 @@ def resolve_model_dir(source: str) -> Path:
     except Exception as e:
         hint = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}"
         raise UserError(f"cannot get backbone {source!r}: {hint}; download it first or pass a local folder") from None
-    return require_safetensors(folder)
-
-
-PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-
-
-def require_safetensors(folder: Path) -> Path:
-    """Refuse checkpoints whose weights are pickles: loading a pickle runs whatever code it holds."""
-    if not any(folder.glob("*.safetensors")):
-        pickled = sorted(p.name for pattern in PICKLED for p in folder.glob(pattern))
-        what = f"only pickled weights ({', '.join(pickled[:3])})" if pickled else "no *.safetensors weights"
-        raise UserError(f"backbone folder {folder} has {what}; resadapt-eval loads safetensors only, since a pickle "
-                        f"runs code when loaded: convert it once, in an environment you trust, with "
-                        f"AutoModelForImageTextToText.from_pretrained(folder).save_pretrained(new_folder)")
     return folder
 
 
