@@ -157,3 +157,16 @@ def test_pyav_seek_on_variable_frame_rate_takes_nearby_frames(tmp_path):
         assert got.indices == uniform_indices(60, n)
         where = [next(k for k in range(60) if (full[k] == img).all()) for img in got.pixels]
         assert where == sorted(where) and max(abs(w - i) for w, i in zip(where, got.indices)) <= 2
+
+
+def test_decode_benchmark_reports_every_method(tmp_path):
+    """The figures' plumbing on a tiny video (not a timed test: no figure is checked)."""
+    from resadapt_eval.bench_decode import decode_benchmark
+
+    path = write_video(tmp_path / "b.mp4", n_frames=40, height=48, width=64, fps=10, options={"g": "12"})
+    bench = decode_benchmark(path, frames=8, repeats=2, full_decode=True)
+    assert bench.identical and bench.total_frames == 40 and bench.frames == 8 and bench.backend == "decord"
+    assert set(bench.seconds) == {"decord", "load_video", "pyav-seek", "pyav-full-decode"}
+    assert all(len(v) == 2 for v in bench.seconds.values())
+    text = bench.format()
+    assert "frames/s" in text and "x decord" in text and len(bench.lines()) == 6
