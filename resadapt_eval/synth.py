@@ -5,6 +5,9 @@ Used by the tests, `make demo` and the probe tasks; nothing here downloads anyth
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,35 +15,53 @@ import numpy as np
 import pandas as pd
 
 
-def encode_video(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
-    """Write uint8 (N, H, W, 3) frames as an H.264 mp4 (even sides; low crf keeps fine detail)."""
+def encode_video(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: float | Fraction, crf: int = 18,
+                 preset: str = "veryfast", options: dict[str, str] | None = None,
+                 frame_format: str = "rgb24") -> Path:
+    """Write uint8 (N, H, W, 3) frames as an H.264 mp4 (even sides; low crf keeps fine detail).
+
+    `frames` may be any iterable of (H, W, 3) frames, so long videos never sit in memory whole.
+    `options` go to libx264 as they are, e.g. {"g": "12"} for a keyframe every 12 frames.
+    `frame_format="yuv420p"` takes (H * 3/2, W) planar frames instead, skipping the RGB conversion
+    (the slowest step at 720p).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames.shape[1:3]
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"no frames to encode into {path}")
+    height, width = first.shape[:2] if frame_format != "yuv420p" else (first.shape[0] * 2 // 3, first.shape[1])
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) if float(fps).is_integer() else fps)
+        rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+        stream.options = {"crf": str(crf), "preset": preset, **(options or {})}
+        for img in itertools.chain([first], frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=frame_format)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
 
 
-def write_video(path: Path, n_frames: int = 24, height: int = 120, width: int = 160, fps: int = 8,
-                seed: int = 0) -> Path:
-    """An H.264 mp4 of moving coloured boxes (every frame differs, so frame mix-ups show)."""
+def box_frames(n_frames: int, height: int, width: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Moving coloured boxes on a flat background whose grey level steps every frame (every frame differs)."""
     rng = np.random.default_rng(seed)
     colours = rng.integers(0, 256, size=(3, 3))
-    frames = np.empty((n_frames, height, width, 3), np.uint8)
     for i in range(n_frames):
-        frames[i] = (i * 9) % 200 + 20
+        frame = np.empty((height, width, 3), np.uint8)
+        frame[:] = (i * 9) % 200 + 20
         for k, c in enumerate(colours):
             y = (k * height // 3 + i * 3) % (height - 16)
             x = (i * (k + 2) * 4) % (width - 16)
-            frames[i, y:y + 16, x:x + 16] = c
-    return encode_video(path, frames, fps, crf=23)
+            frame[y:y + 16, x:x + 16] = c
+        yield frame
+
+
+def write_video(path: Path, n_frames: int = 24, height: int = 120, width: int = 160, fps: int = 8,
+                seed: int = 0, options: dict[str, str] | None = None) -> Path:
+    """An H.264 mp4 of moving coloured boxes (every frame differs, so frame mix-ups show)."""
+    return encode_video(path, box_frames(n_frames, height, width, seed), fps, crf=23, options=options)
 
 
 def make_videomme(root: Path, n_videos: int = 3, questions_per_video: int = 2, missing: int = 1,

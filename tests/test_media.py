@@ -46,3 +46,127 @@ def test_bad_files_raise_sample_errors(tmp_path):
         load_video(tmp_path / "cut.mp4", 4)
     with pytest.raises(SampleError, match="image not found"):
         load_image(tmp_path / "missing.png")
+
+
+class _Counting:
+    """A PyAV container that counts seeks and decoded frames."""
+
+    def __init__(self, container):
+        self.container, self.seeks, self.decoded = container, 0, 0
+
+    def seek(self, *args, **kwargs):
+        self.seeks += 1
+        return self.container.seek(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        for frame in self.container.decode(*args, **kwargs):
+            self.decoded += 1
+            yield frame
+
+
+def _full_decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+
+
+def _remux(src, dst, offset=0):
+    """The same packets in another container (mkv, MPEG-TS: no stored frame count), pts shifted by `offset`."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        s = i.streams.video[0]
+        t = o.add_stream_from_template(s)
+        for p in i.demux(s):
+            if p.dts is None:
+                continue
+            p.pts, p.dts, p.stream = p.pts + offset, p.dts + offset, t
+            o.mux(p)
+    return dst
+
+
+@pytest.mark.parametrize("options", [None, {"g": "12"}, {"g": "12", "bf": "0"}], ids=["default-gop", "g12", "g12-no-b"])
+def test_pyav_seeks_to_exactly_the_frames_of_a_full_decode(tmp_path, options):
+    from resadapt_eval import media
+
+    path = write_video(tmp_path / "v.mp4", n_frames=90, height=48, width=64, fps=10, options=options)
+    full = _full_decode(path)
+    assert len(full) == 90 and all(np.abs(full[i].astype(int) - full[i + 1]).mean() > 1 for i in range(89))
+    rng = np.random.default_rng(0)
+    sets = [list(range(90)), [0], [89], [11, 12, 13], [23, 24, 25], [5, 60], *(
+        sorted(set(rng.integers(0, 90, k).tolist())) for k in (2, 3, 5, 8, 20, 40))]
+    for targets in sets:
+        container, stream, _, total = media._pyav_open(str(path))
+        counting = _Counting(container)
+        with container:
+            got = media._seek_frames(counting, stream, targets, total)
+        assert sorted(got) == targets
+        assert all((got[t] == full[t]).all() for t in targets), targets
+        if options and targets == [5, 60]:  # a keyframe every 12 frames: two seeks, not a decode of 61 frames
+            assert counting.seeks == 2 and counting.decoded < 40
+    for n in (1, 4, 7, 32, 200):
+        seek, scan, dec = (load_video(path, n, backend=b) for b in ("pyav", "pyav-scan", "decord"))
+        assert seek.indices == scan.indices == dec.indices == uniform_indices(90, n)
+        assert (seek.pixels == full[seek.indices]).all()
+        assert (seek.pixels == scan.pixels).all() and (seek.pixels == dec.pixels).all()
+
+
+@pytest.mark.parametrize("name,offset", [("v.mkv", 0), ("v.ts", 0), ("off.mkv", 30720), ("off.mp4", 30720)])
+def test_pyav_seek_without_frame_count_or_with_a_late_start(tmp_path, name, offset):
+    src = write_video(tmp_path / "src.mp4", n_frames=60, height=48, width=64, fps=10, options={"g": "12"})
+    path = _remux(src, tmp_path / name, offset)
+    full = _full_decode(path)
+    assert (full == _full_decode(src)).all()
+    for n in (1, 5, 16, 60):
+        seek = load_video(path, n, backend="pyav")
+        assert seek.total_frames == 60 and seek.indices == uniform_indices(60, n)
+        assert (seek.pixels == full[seek.indices]).all()
+
+
+def test_unknown_backend_is_a_clear_error(tmp_path):
+    path = write_video(tmp_path / "a.mp4", n_frames=4)
+    with pytest.raises(ValueError, match="unknown video backend"):
+        load_video(path, 2, backend="opencv")
+
+
+def test_pyav_seek_on_variable_frame_rate_takes_nearby_frames(tmp_path):
+    """VFR: frame numbers come from timestamps at the average rate, so a frame a little off may be taken."""
+    from fractions import Fraction
+
+    import av
+
+    from resadapt_eval.synth import box_frames
+
+    path, rng, pts = str(tmp_path / "vfr.mp4"), np.random.default_rng(1), 0
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt, s.options = 64, 48, "yuv420p", {"g": "12", "crf": "23"}
+        s.codec_context.time_base = Fraction(1, 1000)
+        for img in box_frames(60, 48, 64):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += int(rng.choice([50, 100, 150]))
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    full = _full_decode(path)
+    for n in (4, 16, 60):
+        got = load_video(path, n, backend="pyav")
+        assert got.indices == uniform_indices(60, n)
+        where = [next(k for k in range(60) if (full[k] == img).all()) for img in got.pixels]
+        assert where == sorted(where) and max(abs(w - i) for w, i in zip(where, got.indices)) <= 2
+
+
+def test_decode_benchmark_reports_every_method(tmp_path):
+    """The figures' plumbing on a tiny video (not a timed test: no figure is checked)."""
+    from resadapt_eval.bench_decode import decode_benchmark
+
+    path = write_video(tmp_path / "b.mp4", n_frames=40, height=48, width=64, fps=10, options={"g": "12"})
+    bench = decode_benchmark(path, frames=8, repeats=2, full_decode=True)
+    assert bench.identical and bench.total_frames == 40 and bench.frames == 8 and bench.backend == "decord"
+    assert set(bench.seconds) == {"decord", "load_video", "pyav-seek", "pyav-full-decode"}
+    assert all(len(v) == 2 for v in bench.seconds.values())
+    text = bench.format()
+    assert "frames/s" in text and "x decord" in text and len(bench.lines()) == 6
