@@ -226,18 +226,25 @@ def _decoder_message(e: Exception) -> str:
     return _DECORD_PREFIX.sub("", text).strip()
 
 
+PYAV_FIRST = (".ts", ".m2ts", ".mts")  # containers where decord's seeking lands on the wrong frames
+
+
 def load_video(path: str | os.PathLike, n_frames: int, backend: str = "auto") -> Frames:
     """Decode `n_frames` uniformly sampled frames (decord, then PyAV) with their timestamps.
 
     Both backends decode only around the sampled frames (seek to the keyframe before each, decode on);
     `backend="pyav-scan"` is the plain PyAV decode of every frame up to the last one, for comparison.
+    MPEG transport streams go to PyAV first: decord returns wrong frames on them (measured).
     """
     path = str(path)
     if not os.path.isfile(path):
         raise SampleError(f"video not found: {path}")
     if os.path.getsize(path) == 0:
         raise SampleError(f"video is an empty file: {path}")
-    backends = ["decord", "pyav"] if backend == "auto" else [backend]
+    if backend == "auto":
+        backends = ["pyav", "decord"] if path.lower().endswith(PYAV_FIRST) else ["decord", "pyav"]
+    else:
+        backends = [backend]
     if any(b not in _BACKENDS for b in backends):
         raise ValueError(f"unknown video backend {backend!r}; use auto, {', '.join(_BACKENDS)}")
     errors = []

@@ -170,3 +170,15 @@ def test_decode_benchmark_reports_every_method(tmp_path):
     assert all(len(v) == 2 for v in bench.seconds.values())
     text = bench.format()
     assert "frames/s" in text and "x decord" in text and len(bench.lines()) == 6
+
+
+def test_transport_streams_decode_with_pyav_first_and_exactly(tmp_path):
+    """decord lands on wrong frames in MPEG-TS (measured), so `auto` reads them with PyAV."""
+    from resadapt_eval.media import load_video
+
+    src = write_video(tmp_path / "v.mp4", n_frames=60, height=48, width=64, fps=10, options={"g": "12"})
+    ts = _remux(src, tmp_path / "v.ts")
+    auto, scan = load_video(ts, 7), load_video(ts, 7, backend="pyav-scan")
+    assert auto.backend == "pyav" and auto.indices == scan.indices
+    assert np.array_equal(auto.pixels, scan.pixels)
+    assert load_video(src, 7).backend == "decord"
