@@ -27,8 +27,10 @@ class Prefetcher(Generic[T, R]):
     thread, with no thread at all.
     """
 
-    def __init__(self, fn: Callable[[T], R], items: Iterable[T], depth: int = 2):
-        self.fn, self.items, self.depth = fn, items, depth
+    def __init__(self, fn: Callable[[T], R], items: Iterable[T], depth: int = 2,
+                 setup: Callable[[], None] | None = None):
+        """`setup` runs first in the worker thread (e.g. to give it its own torch thread count)."""
+        self.fn, self.items, self.depth, self.setup = fn, items, depth, setup
         self.waited_s = 0.0
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -71,6 +73,8 @@ class Prefetcher(Generic[T, R]):
 
     def _work(self) -> None:
         try:
+            if self.setup is not None:
+                self.setup()
             for item in self.items:
                 if self._stop.is_set():
                     return

@@ -80,3 +80,14 @@ def test_prefetch_never_changes_records_or_the_config_hash(tiny25, videomme_root
     (r0, h0), (r2, h2) = records(0), records(2)
     assert r0 == r2 and h0 == h2
     assert sum(v[3] is None for v in r0.values()) >= 4  # real outputs, not only error records
+
+
+def test_setup_runs_in_the_worker_thread_only():
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    items = list(Prefetcher(lambda x: (x, torch.get_num_threads()), range(3), depth=1,
+                            setup=lambda: torch.set_num_threads(1)))
+    seen = {n for _, n in items}
+    assert seen == {1} and torch.get_num_threads() == before
