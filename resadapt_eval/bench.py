@@ -6,7 +6,8 @@
   planning, scoring, writing, waiting). With prefetch, decoding and preprocessing of the next samples
   run beside the model; the same sweep without it is timed for contrast. The sweep also counts how
   often it loaded the backbone.
-* `memory`: peak resident memory of one run over n and 10·n samples of a probe (fresh processes).
+* `memory`: peak (and final) resident memory of one run over n and 10·n samples of a probe, each
+  in a fresh process, with the prefetch pipeline on.
 * `decode`: sampled-frame decoding against decord's own `get_batch` (`bench_decode.py`).
 
 Nothing here is a timed test: the figures depend on the machine, so they are printed, with the
@@ -118,6 +119,7 @@ class MemoryBench:
     task: str
     peak_mib: dict[int, float]
     wall_s: dict[int, float]
+    end_mib: dict[int, float] = field(default_factory=dict)   # resident at the end of the run
 
     @property
     def growth(self) -> float:
@@ -125,7 +127,8 @@ class MemoryBench:
         return self.peak_mib[sizes[-1]] / self.peak_mib[sizes[0]] - 1.0
 
     def lines(self) -> list[str]:
-        parts = ", ".join(f"{n} samples {mib:.0f} MiB ({self.wall_s[n]:.0f} s)" for n, mib in self.peak_mib.items())
+        parts = ", ".join(f"{n} samples: peak {mib:.0f} MiB, {self.end_mib.get(n, float('nan')):.0f} MiB at the end "
+                          f"({self.wall_s[n]:.0f} s)" for n, mib in self.peak_mib.items())
         return [f"peak memory, {self.task}: {parts}; growth {100 * self.growth:+.1f}%"]
 
 
@@ -135,9 +138,11 @@ def _memory_child(task: str, data_root: str, out: str, frames: int | None, budge
 
     start = time.perf_counter()
     run(RunConfig(task=task, data_root=data_root, out=out, frames=frames, budget=budget,
-                  strategy="uniform-scale", progress=False))
+                  strategy="uniform-scale", progress=False, prefetch=2))  # the bounded pipeline included
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_mib": peak_kib / 1024, "wall_s": time.perf_counter() - start}))
+    rss_kib = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+    print(json.dumps({"peak_mib": peak_kib / 1024, "end_mib": rss_kib / 1024, "wall_s": time.perf_counter() - start}))
 
 
 def memory_benchmark(task: str = "probe-videoqa", sizes: tuple[int, ...] = (200, 2000), frames: int | None = None,
@@ -145,7 +150,7 @@ def memory_benchmark(task: str = "probe-videoqa", sizes: tuple[int, ...] = (200,
     """Peak memory at each size, every size in its own process (one does not inherit another's peak)."""
     from .probes import ensure_built
 
-    peak, wall = {}, {}
+    peak, wall, end = {}, {}, {}
     for n in sizes:
         root = ensure_built(task, Path(cache) / f"{task}-n{n}", seed=0, n=n)
         with tempfile.TemporaryDirectory(prefix="resadapt-bench-mem-") as out:
@@ -155,8 +160,8 @@ def memory_benchmark(task: str = "probe-videoqa", sizes: tuple[int, ...] = (200,
             if proc.returncode != 0:
                 raise RuntimeError(f"memory run at {n} samples failed: {proc.stderr.strip().splitlines()[-1:]}")
             figures = json.loads(proc.stdout.strip().splitlines()[-1])
-        peak[n], wall[n] = figures["peak_mib"], figures["wall_s"]
-    return MemoryBench(task, peak, wall)
+        peak[n], wall[n], end[n] = figures["peak_mib"], figures["wall_s"], figures["end_mib"]
+    return MemoryBench(task, peak, wall, end)
 
 
 def as_json(figure: Any) -> dict[str, Any]:

@@ -90,9 +90,10 @@ _SHARED = [
                       "the key is read from the environment and never recorded."),
     click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the checkpoint to run."),
     click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
-    click.option("--prefetch", type=click.IntRange(0, 64), default=2, show_default=True,
+    click.option("--prefetch", type=click.IntRange(0, 64), default=None,
                  help="Samples decoded, planned and preprocessed ahead in a background thread while the model "
-                      "runs (0: no thread). Never changes results."),
+                      "runs (0: no thread). Default: 2 on a GPU, 0 on the CPU (where the model's threads already "
+                      "fill the cores). Never changes results."),
     click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
                  help="Exit 1 (after writing everything) when a larger share of samples ended in error records."),
 ]

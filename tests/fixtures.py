@@ -1,3 +1,54 @@
-"""Test data generators live in the package (resadapt_eval.synth); re-exported for the tests."""
+"""Test helpers: data generators (from the package, resadapt_eval.synth) and a local judge endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from resadapt_eval.synth import make_videomme, write_video  # noqa: F401
+
+
+class JudgeServer:
+    """A local OpenAI-compatible chat endpoint. `reply` is the answer, or a function of the request's
+    Authorization header (a leaky server that echoes it); with `key`, other keys get a 401.
+    Every request is kept in `requests` (path, auth, body); `reply` may be changed between requests."""
+
+    def __init__(self, reply: str | Callable[[str | None], str], key: str | None = None):
+        self.requests: list[dict] = []
+        self.reply = reply  # may be changed between requests
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                auth = self.headers.get("Authorization")
+                outer.requests.append({"path": self.path, "auth": auth, "body": body})
+                if key is not None and auth != f"Bearer {key}":
+                    self.send_response(401)
+                    self.end_headers()
+                    self.wfile.write(json.dumps({"error": f"bad key {auth}"}).encode())
+                    return
+                text = outer.reply(auth) if callable(outer.reply) else outer.reply
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "JudgeServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

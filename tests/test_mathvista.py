@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from fixtures import JudgeServer
 from resadapt_eval import records as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
@@ -376,42 +375,8 @@ def test_summary_breaks_down_by_list_valued_skills(tmp_path):
 SECRET = "sk-test-Zq9xMathVistaJudgeKey"
 
 
-class _JudgeServer:
-    def __init__(self, reply: str):
-        self.requests: list[dict] = []
-        self.reply = reply
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                if self.headers.get("Authorization") != f"Bearer {SECRET}":
-                    self.send_response(401)
-                    self.end_headers()
-                    self.wfile.write(json.dumps({"error": f"bad key {self.headers.get('Authorization')}"}).encode())
-                    return
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": outer.reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _JudgeServer(reply: str) -> JudgeServer:
+    return JudgeServer(reply, key=SECRET)
 
 
 @pytest.fixture

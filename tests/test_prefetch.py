@@ -91,3 +91,16 @@ def test_setup_runs_in_the_worker_thread_only():
                             setup=lambda: torch.set_num_threads(1)))
     seen = {n for _, n in items}
     assert seen == {1} and torch.get_num_threads() == before
+
+
+def test_default_depth_prefetches_on_a_gpu_only():
+    import torch
+
+    from resadapt_eval.runner import prefetch_depth
+
+    class On:
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+    assert prefetch_depth(None, On("cpu")) == 0 and prefetch_depth(None, On("cuda")) == 2
+    assert prefetch_depth(3, On("cpu")) == 3 and prefetch_depth(0, On("cuda")) == 0

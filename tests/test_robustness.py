@@ -24,9 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fixtures import make_videomme, write_video
+from fixtures import JudgeServer, make_videomme, write_video
 from resadapt_eval import records as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard, task_names
@@ -529,37 +527,6 @@ KEYS = {"OPENAI_API_KEY": "sk-robust-Openai-0123456789", "ANTHROPIC_API_KEY": "s
         "MY_JUDGE_API_KEY": "robust-other-key-555"}
 
 
-class _EchoJudge:
-    """An OpenAI-compatible endpoint that answers with the Authorization header it got (a leaky server)."""
-
-    def __init__(self):
-        self.auth: list[str | None] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.auth.append(self.headers.get("Authorization"))
-                reply = f"B (auth was {self.headers.get('Authorization')})"
-                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _all_text(directory: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(directory.rglob("*")) if p.is_file())
 
@@ -572,13 +539,14 @@ def test_judge_keys_never_reach_the_results(tiny25, tmp_path, monkeypatch):
     for k, v in KEYS.items():
         monkeypatch.setenv(k, v)
     root = make_mathvista(tmp_path / "mathvista")
-    server = _EchoJudge()
-    try:
+    # a leaky endpoint: it answers with the Authorization header it got
+    with JudgeServer(lambda auth: f"B (auth was {auth})") as server:
         args = ["run", "--task", "mathvista", "--backbone", str(tiny25), "--data-root", str(root), "--no-progress",
                 "--max-error-rate", "1", "--max-new-tokens", "6"]
         res = CliRunner().invoke(main, args + ["--judge-url", server.url, "--out", str(tmp_path / "out")])
         assert res.exit_code == 0, res.output
-        assert server.auth and set(server.auth) == {f"Bearer {KEYS['OPENAI_API_KEY']}"}  # the key was used
+        auth = {r["auth"] for r in server.requests}
+        assert auth == {f"Bearer {KEYS['OPENAI_API_KEY']}"}  # the key was used
         d = rec.run_dir(tmp_path / "out", "mathvista", tiny25.name, "uniform-scale", "1", 1)
         records = rec.read_records(d / rec.SAMPLES)
         assert any(r["score"]["judge_used"] for r in records) and any("***" in json.dumps(r["parsed"]) for r in records)
@@ -596,8 +564,6 @@ def test_judge_keys_never_reach_the_results(tiny25, tmp_path, monkeypatch):
             res = CliRunner().invoke(main, args + ["--judge-url", url, "--out", str(out)])
             assert res.exit_code == 2 and "must not carry credentials" in _one_line(res.output), res.output
             assert secret not in res.output and not out.exists()
-    finally:
-        server.close()
 
 
 # ------------------------------------------------------------------------------------------------

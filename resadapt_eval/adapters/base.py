@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -139,6 +140,19 @@ def row_cause(e: Exception) -> str:
 
 
 ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def sample_or_error(build: Callable[[], Sample], index: int, row: Any, media_kind: str, id_field: str | None = None,
+                    fallback_id: str | None = None) -> Sample:
+    """`build()`'s Sample, or, for a malformed row, one error record: its id is the row's `id_field`
+    when that is a plain string or number, else `fallback_id`, else `row<index>`."""
+    try:
+        return build()
+    except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
+        rid = row.get(id_field) if id_field and isinstance(row, dict) else None
+        ok = isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid)
+        sid = str(rid) if ok else (fallback_id or f"row{index}")
+        return row_error(sid, media_kind, f"annotation row {index} is malformed: {row_cause(e)}", row=index)
 
 
 def plain(value: Any) -> Any:

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..types import Sample
 from . import register
-from .base import ROW_ERRORS, TaskCard, evidence_meta, row_cause, row_error
+from .base import TaskCard, evidence_meta, sample_or_error
 
 __all__ = [
     "CharadesSTA", "PRE_PROMPT", "POST_PROMPT", "THRESHOLDS", "charades_prompt", "extract_time_lmms",
@@ -244,11 +244,9 @@ class CharadesSTA:
         rows = card.read_parquet("data/test-*.parquet", "annotation parquet")
         samples = []
         for i, row in rows.iterrows():
-            try:
-                samples.append(self.sample_from_row(row.to_dict(), card, int(i)))
-            except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
-                samples.append(row_error(f"{int(i):04d}-row", "video",
-                                         f"annotation row {int(i)} is malformed: {row_cause(e)}", row=int(i)))
+            i = int(i)
+            samples.append(sample_or_error(lambda: self.sample_from_row(row.to_dict(), card, i), i, None, "video",
+                                           fallback_id=f"{i:04d}-row"))
         return samples
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:

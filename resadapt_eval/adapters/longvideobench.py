@@ -65,7 +65,7 @@ import pandas as pd
 
 from ..types import Sample, UserError
 from . import register
-from .base import ROW_ERRORS, TaskCard, evidence_meta, plain, row_cause, row_error
+from .base import TaskCard, evidence_meta, plain, row_error, sample_or_error
 
 LETTERS = "ABCDE"
 PRE_PROMPT = ""
@@ -221,12 +221,7 @@ class LongVideoBench:
             if isinstance(row, _BadLine):
                 sample = row_error(row.id, "video", row.cause, row=i)
             else:
-                try:
-                    sample = self.sample_from_row(row, card, i)
-                except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
-                    rid = row.get("id") if isinstance(row, dict) else None
-                    sid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"row{i}"
-                    sample = row_error(sid, "video", f"annotation row {i} is malformed: {row_cause(e)}", row=i)
+                sample = sample_or_error(lambda: self.sample_from_row(row, card, i), i, row, "video", "id")
             if sample.id in seen:
                 raise UserError(f"longvideobench: duplicate question id {sample.id!r} in the annotations")
             seen.add(sample.id)

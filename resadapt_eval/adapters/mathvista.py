@@ -68,7 +68,7 @@ from PIL import Image
 
 from ..types import Sample, UserError
 from . import register
-from .base import ROW_ERRORS, TaskCard, evidence_meta, plain, row_cause, row_error
+from .base import TaskCard, evidence_meta, plain, sample_or_error
 
 SHOT_TYPES = {"format": "format-prompt", "cot": "step-by-step", "solution": "solution"}
 DEFAULT_FLOAT_PRECISION = 2
@@ -576,12 +576,7 @@ class MathVista:
         samples = []
         for i, row in enumerate(rows.to_dict("records")):
             row = {k: plain(v) for k, v in row.items()}
-            try:
-                samples.append(self.sample_from_row(row, card, i))
-            except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
-                pid = row.get("pid")
-                sid = str(pid) if isinstance(pid, (str, int)) and not isinstance(pid, bool) and str(pid) else f"row{i}"
-                samples.append(row_error(sid, "image", f"annotation row {i} is malformed: {row_cause(e)}", row=i))
+            samples.append(sample_or_error(lambda: self.sample_from_row(row, card, i), i, row, "image", "pid"))
         return samples
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..types import Sample
 from . import register
-from .base import ROW_ERRORS, TaskCard, evidence_meta, plain, row_cause, row_error
+from .base import TaskCard, evidence_meta, plain, sample_or_error
 from .mcq import extract_mcq_answer, mcq_correct, videomme_prompt
 
 CHOICES = ("A", "B", "C", "D")
@@ -27,12 +27,7 @@ class VideoMME:
         samples = []
         for i, row in enumerate(rows.to_dict("records")):
             row = {k: plain(v) for k, v in row.items()}
-            try:
-                samples.append(self.sample_from_row(row, card, i))
-            except ROW_ERRORS as e:  # a malformed row is one error record, not a failed load
-                sid = row.get("question_id")
-                sid = str(sid) if isinstance(sid, str) and sid else f"row{i}"
-                samples.append(row_error(sid, "video", f"annotation row {i} is malformed: {row_cause(e)}", row=i))
+            samples.append(sample_or_error(lambda: self.sample_from_row(row, card, i), i, row, "video", "question_id"))
         return samples
 
     def sample_from_row(self, row: dict[str, Any], card: TaskCard, index: int = 0) -> Sample:
