@@ -41,3 +41,16 @@ def test_bench_command_prints_and_writes_its_figures(tmp_path):
     report = json.loads(out.read_text())
     assert [f["prefetch"] for f in report["overlap"]] == [2, 0]
     assert all(f["records"] == 4 for f in report["overlap"])
+
+
+def test_blocked_bootstrap_draws_the_same_cis_as_one_big_draw():
+    import numpy as np
+
+    from resadapt_eval.records import bootstrap_ci
+
+    for n in (1, 7, 263, 5000):
+        values = np.random.default_rng(n).random(n)
+        rng = np.random.default_rng(3)
+        means = values[rng.integers(0, n, size=(1000, n))].mean(axis=1)
+        whole = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+        assert bootstrap_ci(values, 3) == whole == bootstrap_ci(values, 3, block=997)
