@@ -70,6 +70,7 @@ def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ..
     """Time one sweep into a fresh results root and account its wall time by stage (`data_root`:
     one task's data somewhere else than its card says)."""
     from . import runner
+    from .adapters.base import TaskCard
 
     loads = []
     real_load = runner.load_backbone
@@ -82,7 +83,6 @@ def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ..
     base = runner.RunConfig(task="", backbone=backbone, limit=limit, seed=seed, out=str(root), progress=False,
                             prefetch=prefetch, data_root=data_root)
     for task in tasks:  # generated data is built before the clock starts, as on any second use
-        from .adapters.base import TaskCard
         TaskCard.load(task, data_root, {})
     runner.load_backbone = counting_load
     try:

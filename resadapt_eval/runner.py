@@ -157,24 +157,25 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     return RunResult(directory, summary, len(pending))
 
 
+def _on_cpu(backbone: Any) -> bool:
+    device = getattr(backbone, "device", None)
+    return device is None or getattr(device, "type", "cpu") == "cpu"
+
+
 def prefetch_depth(requested: int | None, backbone: Any) -> int:
     """How many samples to prepare ahead. By default 2 when the model runs on a GPU (the CPU is free
     to decode and preprocess meanwhile) and none on the CPU, where the model's own threads already
     fill the cores: on 2 cores a sweep took 8-14% longer with prefetch (`resadapt-eval bench overlap`)."""
     if requested is not None:
         return requested
-    device = getattr(backbone, "device", None)
-    return 2 if device is not None and getattr(device, "type", "cpu") != "cpu" else 0
+    return 0 if _on_cpu(backbone) else 2
 
 
 def _prefetch_setup(backbone: Any):
     """On a CPU backbone the prefetch thread runs its torch ops on one core: the model's own
-    intra-op threads already fill the machine (measured on 2 cores: wall within 3% of no prefetch,
-    against 13% slower with two thread teams competing). On CUDA the CPU is otherwise idle."""
-    device = getattr(backbone, "device", None)
-    if device is not None and getattr(device, "type", "cpu") != "cpu":
-        return None
-    return lambda: torch.set_num_threads(1)
+    intra-op threads already fill the machine (two thread teams competing made a sweep 13% slower,
+    one core for the thread 3-8%). On CUDA the CPU is otherwise idle."""
+    return (lambda: torch.set_num_threads(1)) if _on_cpu(backbone) else None
 
 
 @dataclass
