@@ -51,10 +51,10 @@ reference-results: install
 		--budgets 0.25,1.0 --out results/reference --no-progress
 
 # The bundled allocator's recipe: probe-videoqa at 0.25 keeping the best chunk, probe-longvideo at
-# 0.1 keeping the best 12 of 32 chunks, thumbnails at half the vanilla side.
+# 0.25 keeping the best 8 of 32 chunks (at full resolution: 0.25 is the 2x2 floor of every chunk, so
+# a planner can only move resolution there by dropping), thumbnails at half the vanilla side.
 ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
-	--task-budgets probe-longvideo=0.1 --task-drop probe-videoqa=topk:1 --task-drop probe-longvideo=topk:12 \
-	--thumb-scale 0.5 --steps 3000
+	--task-drop probe-videoqa=topk:1 --task-drop probe-longvideo=topk:8 --thumb-scale 0.5 --steps 2000
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo

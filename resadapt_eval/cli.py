@@ -473,9 +473,15 @@ def _print_check(result) -> None:
               help="Side of the thumbnails the allocator looks at, as a share of the vanilla side (its cost).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
+@click.option("--warm-start", multiple=True, metavar="TASK=N",
+              help="Before CAPO, fit a free-mode task's head to the oracle scale (the smallest at which the "
+                   "backbone still answers right) of N training prompts.")
+@click.option("--task-weight", multiple=True, metavar="TASK=W",
+              help="Relative share of the CAPO prompts for one task (default 1 each; 0: warm start only).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
 def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop,
-                    task_mode, lr, train_samples, thumb_scale, seed, time_limit, no_progress) -> None:
+                    task_mode, lr, train_samples, thumb_scale, seed, time_limit, warm_start, task_weight,
+                    no_progress) -> None:
     """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
     from .allocator.train import TrainConfig, train
     from .strategies.resadapt import parse_drop
@@ -503,10 +509,27 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
     for value in per_mode.values():
         if value not in ("budget", "free"):
             raise UserError(f"--task-mode wants TASK=budget or TASK=free, got {value!r}")
+    warm = {}
+    for task, value in per_task(warm_start, "--warm-start").items():
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"--warm-start wants TASK=N with N a positive count of prompts, got {value!r}")
+        if per_mode.get(task, mode) != "free":
+            raise UserError(f"--warm-start {task}: the oracle warm start is for free-mode tasks; add --task-mode {task}=free")
+        warm[task] = int(value)
+    weights = {}
+    for task, value in per_task(task_weight, "--task-weight").items():
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            raise UserError(f"--task-weight wants TASK=W with W a number >= 0, got {value!r}") from None
+        if weights[task] < 0:
+            raise UserError(f"--task-weight wants TASK=W with W a number >= 0, got {value!r}")
+    if weights and sum(weights.get(t, 1.0) for t in tasks) <= 0:
+        raise UserError("--task-weight: at least one task needs a positive weight")
     config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
                          budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
                          task_drop=per_drop, task_mode=per_mode, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
-                         time_limit_s=time_limit)
+                         time_limit_s=time_limit, warm_start=warm, task_weights=weights)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 

@@ -9,8 +9,10 @@ period it turns into the same grey and can no longer be told apart: reading it n
 on the right frames. Clutter is flat-coloured moving rectangles, never black and white.
 
 - probe-videoqa (Video-MME layout): 8 frames, 196 px; the tile shows in one 2-frame chunk.
-- probe-longvideo (LongVideoBench layout): 64 frames, 112 px, coarser texture (survives a 0.5
-  scale, not a 0.25 one): more frames at lower resolution should beat fewer sharp frames.
+- probe-longvideo (LongVideoBench layout): 64 frames, 112 px; in 65% of the samples a coarse texture
+  (survives a 0.5 scale, not a 0.25 one), in 35% the fine one of probe-videoqa (needs full
+  resolution): more frames at lower resolution should beat fewer sharp frames, and a planner that
+  gives the evidence chunk full resolution should beat both.
 - probe-grounding (Charades-STA layout): 32 frames at 2 fps; a large tile is visible for a span
   of whole seconds; the answer is that span.
 - probe-math (MathVista layout): one 336 px image in DejaVu Sans Bold at a size between 24 and 72 px,
@@ -27,6 +29,7 @@ reference model's training data only seeds from it upwards.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 TRAIN_SEED_BASE = 1_000_000
-GENERATOR_VERSION = 4  # bump when any generator's output changes: cached splits are rebuilt on first use
+GENERATOR_VERSION = 5  # bump when any generator's output changes: cached splits are rebuilt on first use
 TEXTURES = ("horizontal stripes", "vertical stripes", "checkerboard", "rising diagonal stripes",
             "falling diagonal stripes")
 OPERATORS = ("+", "-", "×", "÷")
@@ -144,12 +147,23 @@ def make_videoqa(seed: int, index: int, n_frames: int = 8, side: int = 196, fps:
     return ProbeItem("probe-videoqa", vid, frames, fps, row, "ABCD"[kind], evidence, boxes)
 
 
+# probe-longvideo's tile looks: (texture period, tile side range, share of samples). The coarse look
+# survives half resolution (the 2x2-token floor of a 112 px frame), the fine one needs the full 4x4,
+# so how much resolution a video needs differs between samples, as the text size does on probe-math.
+LONGVIDEO_LOOKS: tuple[tuple[int, tuple[int, int], float], ...] = ((4, (26, 36), 0.35), (8, (36, 48), 0.65))
+# What the bundled reference backbone was trained on (generator version 4): the coarse look only.
+# Its training data stays this, so `make reference-model` still reproduces the shipped weights.
+LONGVIDEO_V4 = {"looks": ((8, (36, 48), 1.0),)}
+
+
 def make_longvideo(seed: int, index: int, n_frames: int = 64, side: int = 112,
-                   tile: tuple[int, int] = (36, 48), period: int = 8) -> ProbeItem:
+                   looks: tuple[tuple[int, tuple[int, int], float], ...] = LONGVIDEO_LOOKS) -> ProbeItem:
     rng = _seeded("probe-longvideo", seed, index)
     five = bool(rng.integers(0, 2))
     kind = int(rng.integers(0, 5 if five else 4))
     fps = float(rng.choice([8.0, 2.0]))            # 8 s or 32 s: duration groups 15 and 60
+    look = 0 if len(looks) == 1 else int(rng.choice(len(looks), p=[w for _, _, w in looks]))
+    period, tile, _ = looks[look]
     frames, size, y, x, chunk = needle_clip(rng, kind, n_frames, side, (2, 6), tile, period)
     vid = f"plvb-{seed}-{index:05d}"
     duration = n_frames / fps
@@ -249,6 +263,10 @@ GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
     "probe-grounding": make_grounding,
     "probe-math": make_math,
 }
+# The generators the bundled reference backbone was trained with (reference.py): the same, except
+# probe-longvideo, which gained its fine look (generator version 5) after the backbone was trained.
+REFERENCE_TRAINING_GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = dict(
+    GENERATORS, **{"probe-longvideo": functools.partial(make_longvideo, **LONGVIDEO_V4)})
 
 
 # -- writing the official layouts ----------------------------------------------------------------

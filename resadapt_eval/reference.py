@@ -268,7 +268,7 @@ class Trainer:
         """Tokenizer training text: the probes' prompts and answers (so they tokenize compactly)."""
         texts = []
         for task in self.recipe.mix:
-            gen = probes.GENERATORS[task]
+            gen = probes.REFERENCE_TRAINING_GENERATORS[task]
             for i in range(30):
                 item = gen(probes.TRAIN_SEED_BASE + 7, i)
                 texts += [prompt_for(task, item.row), item.target_text] * 3
@@ -279,7 +279,7 @@ class Trainer:
         print(f"[{time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
 
     def item(self, task: str, seed: int, index: int) -> probes.ProbeItem:
-        return probes.GENERATORS[task](seed, index)
+        return probes.REFERENCE_TRAINING_GENERATORS[task](seed, index)
 
     def pick_task(self, mix: dict[str, float] | None = None) -> str:
         names, weights = zip(*(mix or self.recipe.mix).items())

@@ -59,3 +59,14 @@ def test_temporal_similarity_penalises_a_duplicate_successor_that_gets_more():
     assert down.item() == 0.0
     different = torch.tensor([[[1.0, 0, 0, 0], [0, 1.0, 0, 0]]])  # orthogonal: w = sigmoid(-4.6)
     assert temporal_similarity_loss(different, torch.tensor([[0.5, 1.0]]), torch.ones(1, 2)) < 0.01 * up
+
+
+def test_task_schedule_alternates_equal_weights_and_follows_shares():
+    from resadapt_eval.allocator.train import task_schedule
+
+    assert task_schedule([1, 1, 1], 7) == [0, 1, 2, 0, 1, 2, 0]  # the plain round-robin of earlier recipes
+    order = task_schedule([1, 1, 0.1], 2100)
+    assert order.count(2) == 100 and abs(order.count(0) - order.count(1)) <= 1
+    assert 2 not in task_schedule([1, 1, 0], 50)
+    with pytest.raises(ValueError):
+        task_schedule([0, 0], 3)

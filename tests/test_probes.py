@@ -68,3 +68,29 @@ def test_a_split_from_an_older_generator_is_rebuilt(tmp_path):
     marker.write_text(json.dumps({**meta, "version": probes.GENERATOR_VERSION - 1}))
     probes.ensure_built("probe-math", root, seed=3, n=2)
     assert json.loads(marker.read_text())["version"] == probes.GENERATOR_VERSION
+
+
+def test_longvideo_mixes_a_fine_and_a_coarse_look():
+    """About a third of probe-longvideo's tiles carry probe-videoqa's fine texture (lost at the 2x2
+    floor of a 112 px frame), the rest the coarse one; the evidence row says which."""
+    periods = [probes.make_longvideo(0, i).evidence["period"] for i in range(200)]
+    assert set(periods) == {4, 8} and 0.25 < periods.count(4) / len(periods) < 0.45
+    fine = next(probes.make_longvideo(0, i) for i in range(200) if probes.make_longvideo(0, i).evidence["period"] == 4)
+    assert 26 <= fine.evidence["size"] <= 36 and fine.pixels.shape == (64, 112, 112, 3)
+
+
+def test_the_reference_backbone_training_data_is_unchanged():
+    """The bundled backbone was trained on generator version 4 of probe-longvideo (coarse look only):
+    its training generator must keep producing exactly those clips, so `make reference-model` still
+    reproduces the shipped weights (digests recorded from version 4)."""
+    import hashlib
+
+    gen = probes.REFERENCE_TRAINING_GENERATORS["probe-longvideo"]
+    expected = {0: ("7204b82ddee793b0", "D", 30), 1: ("92978ffb9f847fec", "D", 0), 2: ("8286e1dec9ad8db5", "E", 23)}
+    for i, (digest, answer, chunk) in expected.items():
+        item = gen(probes.TRAIN_SEED_BASE, i)
+        assert (hashlib.sha256(item.pixels.tobytes()).hexdigest()[:16], item.target_text, item.evidence["chunk"]) \
+            == (digest, answer, chunk)
+        assert item.evidence["period"] == 8
+    for task in ("probe-videoqa", "probe-grounding", "probe-math"):
+        assert probes.REFERENCE_TRAINING_GENERATORS[task] is probes.GENERATORS[task]

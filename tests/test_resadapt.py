@@ -222,7 +222,42 @@ def load_reference():
     (["--task-budgets", "probe-videoqa=a"], "comma-separated fractions"),
     (["--drop", "top:3"], "drop must be"),
     (["--task-mode", "probe-videoqa=loose"], "TASK=budget or TASK=free"),
+    (["--warm-start", "probe-videoqa=5"], "for free-mode tasks; add --task-mode probe-videoqa=free"),
+    (["--task-mode", "probe-videoqa=free", "--warm-start", "probe-videoqa=x"], "positive count of prompts"),
+    (["--task-weight", "probe-videoqa=-1"], "W a number >= 0"),
+    (["--task-weight", "probe-videoqa=0"], "at least one task needs a positive weight"),
 ])
 def test_train_allocator_refuses_bad_settings_in_one_line(tmp_path, args, message):
     res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(tmp_path), *args])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_oracle_warm_start_fits_the_head_to_the_smallest_scale_that_still_answers(tmp_path, monkeypatch):
+    """probe-math in free mode: the oracle scale of each prompt is the smallest grid scale from which
+    every larger one answers right (checked here by rolling the backbone out again), the warm start
+    is recorded in the allocator's config, and the task weight 0 leaves it with no CAPO prompts."""
+    from resadapt_eval.allocator.train import ORACLE_GRID, Environment, oracle_scale
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
+    env = Environment("probe-math", load_reference(), 4, 0)
+    for index in range(4):
+        ctx = env.context(index, 1.0)
+        oracle = oracle_scale(env, ctx)
+        assert oracle in ORACLE_GRID
+        above = [s for s in ORACLE_GRID if s >= oracle]
+        rewards = [env.reward(ctx, torch.tensor([s]), "none")[0] for s in above]
+        assert rewards == [1.0] * len(above) or (oracle == max(ORACLE_GRID) and rewards == [0.0])
+        if oracle > min(ORACLE_GRID):  # one step smaller fails, or the walk would have gone on
+            below = max(s for s in ORACLE_GRID if s < oracle)
+            assert env.reward(ctx, torch.tensor([below]), "none")[0] < 1.0 or rewards == [0.0]
+    out = tmp_path / "alloc"
+    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--task", "probe-math", "--out",
+                                    str(out), "--steps", "2", "--group", "2", "--train-samples", "3",
+                                    "--task-mode", "probe-math=free", "--warm-start", "probe-math=3",
+                                    "--task-weight", "probe-math=0", "--no-progress"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    trained = json.loads((out / "allocator_config.json").read_text())["trained"]
+    (warm,) = trained["warm_started"]
+    assert warm["task"] == "probe-math" and warm["prompts"] == 3 and min(ORACLE_GRID) <= warm["oracle_mean"] <= 1
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["task"] for h in history] == ["probe-videoqa", "probe-videoqa"]
