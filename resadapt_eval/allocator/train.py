@@ -126,8 +126,7 @@ def oracle_scale(env: Environment, ctx: Context, grid: tuple[float, ...] = ORACL
     """The smallest grid scale from which every larger one still answers right (one scale for all
     chunks, budget ignored); the largest when even it fails. Walking down from the top keeps a lucky
     guess at a tiny scale (chance is 10-25% on the probes) from becoming the target."""
-    step = 1 if ctx.frames.kind == "image" else ctx.geometry.temporal_patch_size
-    chunks = -(-ctx.frames.count // step)
+    chunks = ctx.geometry.n_chunks(ctx.frames.count)  # an image is one chunk
     best = max(grid)
     for scale in sorted(grid, reverse=True):
         reward, _ = env.reward(ctx, torch.full((chunks,), scale), "none")
