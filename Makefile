@@ -19,6 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # pytest exits 5 when it collects no tests: that is a failure too.
 test: install
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The lmms-eval plugin, in its own environment (lmms-eval pulls about 155 packages from the index):
@@ -57,7 +58,7 @@ ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
 	--task-drop probe-videoqa=topk:1 --task-drop probe-longvideo=topk:8 --thumb-scale 0.5 --steps 2000
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m resadapt_eval.demo
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval demo
 
 # The Pareto frontier of everything under results/: figures and tables in results/frontier/.
 frontier: install
@@ -65,7 +66,7 @@ frontier: install
 
 # Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
 reference-model: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.reference --out resadapt_eval/assets/reference
+	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.reference_model --out resadapt_eval/assets/reference
 
 # Retrain the bundled ResAdapt allocator for the reference backbone with CAPO (about 11 minutes).
 reference-allocator: install

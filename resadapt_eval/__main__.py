@@ -1,3 +1,3 @@
-from .cli import main
+from resadapt_eval.cli import main
 
 main()

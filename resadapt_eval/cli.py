@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .distributed import is_main_process
-from .types import UserError
+from resadapt_eval.pipeline.distributed import is_main_process
+from resadapt_eval.core.types import UserError
 
 EXIT_USAGE = 2
 
@@ -41,10 +41,6 @@ class _OneLineErrorsMixin:
 
 class OneLineErrors(_OneLineErrorsMixin, click.Group):
     """The command group, with one-line errors."""
-
-
-class OneLineCommand(_OneLineErrorsMixin, click.Command):
-    """A stand-alone command (`python -m resadapt_eval.demo`), with one-line errors."""
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +137,7 @@ def _error_gate(results, max_rate: float) -> None:
 def run(**kw) -> None:
     """Evaluate one task under one strategy and budget; writes samples.jsonl, summary.json and
     manifest.json under OUT/<task>/<backbone>/<strategy>/b<budget>-f<frames>/ and resumes there."""
-    from .runner import RunConfig, run as run_config
+    from resadapt_eval.pipeline.runner import RunConfig, run as run_config
 
     _check_positive(kw, "frames", "limit", "max_new_tokens", "budget_ref_frames")
     progress = not kw.pop("no_progress")
@@ -180,7 +176,7 @@ def probe() -> None:
 @click.option("--out", default=None, help="Data root (default: the task card's, $RESADAPT_HOME/probes/<task>).")
 def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> None:
     """Write a probe's evaluation split in the layout of the benchmark it mirrors."""
-    from .probes import TRAIN_SEED_BASE, build
+    from resadapt_eval.probes import TRAIN_SEED_BASE, build
 
     if seed >= TRAIN_SEED_BASE:
         raise UserError(f"--seed must be below {TRAIN_SEED_BASE}: higher seeds are the reference model's training data")
@@ -193,7 +189,7 @@ def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> N
 def _card_root(task: str) -> str:
     import yaml
 
-    from .adapters.base import _expand, tasks_dir
+    from resadapt_eval.adapters.base import _expand, tasks_dir
     raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
     return _expand(raw["data_root"])
 
@@ -230,7 +226,7 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
     """Run every task x strategy x budget with one backbone load; each configuration resumes on its own."""
     import time as _time
 
-    from .runner import RunConfig, sweep as run_sweep
+    from resadapt_eval.pipeline.runner import RunConfig, sweep as run_sweep
 
     _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
     kw["progress"] = not kw.pop("no_progress")
@@ -269,7 +265,27 @@ def _report(result) -> None:
                    f"backbone's {t['backbone_total'] * 1000:.1f} ms" + (f"; {flops / 1e6:.0f} MFLOPs" if flops else ""))
 
 
-# The cost axes of resadapt_eval.frontier.COSTS, spelled out so `--help` needs no pandas import.
+@main.command()
+@click.option("--out", default="results", show_default=True, help="Results root of the sweep and the frontier.")
+@click.option("--backbone", default="reference", show_default=True)
+@click.option("--tasks", default="probe-videoqa,probe-longvideo,probe-grounding,probe-math", show_default=True)
+@click.option("--strategies", default=None, help="Comma-separated (default: every registered strategy).")
+@click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N samples of each task (a quick look).")
+def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: str, limit: int | None) -> None:
+    """Run the reference sweep on the probes and draw its accuracy-vs-tokens frontier (`make demo`)."""
+    from resadapt_eval.tools.demo import run_demo
+
+    done = run_demo(out, backbone, _split(tasks), _split(strategies) if strategies else None, _split(budgets),
+                    limit, on_result=_report)
+    table = done.frontier["strategies"][["task", "strategy", "best_score", "auc_logcost", "cost_at_95"]]
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    click.echo(f"{len(done.results)} configurations in {done.sweep_s:.1f} s, frontier in {done.frontier_s:.1f} s")
+    click.echo(f"figures: {done.frontier['grid'][0]} (and one per task); tables: "
+               f"{', '.join(map(str, done.frontier['tables']))}")
+
+
+# The cost axes of resadapt_eval.analysis.frontier.COSTS, spelled out so `--help` needs no pandas import.
 COST_AXES = ["tokens", "retention", "patches", "flops", "latency"]
 
 
@@ -289,7 +305,7 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     """
     import warnings
 
-    from .frontier import build
+    from resadapt_eval.analysis.frontier import build
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -332,8 +348,8 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
     loads the backbone), decode (seek decoding against decord's get_batch on a generated 10-minute
     720p video), memory (peak memory at 200 and 2000 samples). Default: all three (several minutes).
     """
-    from . import bench as b
-    from .records import environment
+    from resadapt_eval.tools import bench as b
+    from resadapt_eval.pipeline.records import environment
 
     report: dict = {"command": "resadapt-eval bench " + " ".join(sys.argv[2:]), "environment": environment()}
     for part in parts or BENCH_PARTS:
@@ -354,7 +370,7 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
             click.echo("  " + "\n  ".join(figure.lines()))
             report[part] = b.as_json(figure)
         else:
-            from .bench_decode import decode_benchmark
+            from resadapt_eval.tools.bench_decode import decode_benchmark
             figure = decode_benchmark(frames=decode_frames)
             click.echo("  " + "\n  ".join(figure.lines()))
             report[part] = b.as_json(figure)
@@ -400,8 +416,8 @@ def check(run_dir: str, reference: str, out: str | None, **kw) -> None:
     """
     from pathlib import Path
 
-    from .check import Limits, check as run_check
-    from .records import write_json
+    from resadapt_eval.analysis.check import Limits, check as run_check
+    from resadapt_eval.pipeline.records import write_json
 
     result = run_check(run_dir, reference, Limits(**kw))
     _print_check(result)
@@ -419,9 +435,9 @@ def recheck(reference_root: str, out: str, **kw) -> None:
     Exit 1 when any check fails; a summary of all of them is written to OUT/check.json."""
     from pathlib import Path
 
-    from .check import Limits
-    from .records import write_json
-    from .regression import recheck as run_recheck
+    from resadapt_eval.analysis.check import Limits
+    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.analysis.recheck import recheck as run_recheck
 
     if Path(out).resolve() == Path(reference_root).resolve():
         raise UserError("--out must differ from the reference tree, or the reruns would resume into it")
@@ -483,8 +499,8 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
                     task_mode, lr, train_samples, thumb_scale, seed, time_limit, warm_start, task_weight,
                     no_progress) -> None:
     """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
-    from .allocator.train import TrainConfig, train
-    from .strategies.resadapt import parse_drop
+    from resadapt_eval.training.allocator import TrainConfig, train
+    from resadapt_eval.strategies.resadapt import parse_drop
 
     def per_task(values, flag):
         out = {}
@@ -540,13 +556,13 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
 def list_(what: str, as_json: bool) -> None:
     """Print the registered task, strategy or backbone names."""
     if what == "tasks":
-        from .adapters.base import task_names
+        from resadapt_eval.adapters.base import task_names
         names = task_names()
     elif what == "strategies":
-        from .strategies import STRATEGIES
+        from resadapt_eval.strategies import STRATEGIES
         names = STRATEGIES.names()
     else:
-        from .backbones import backbone_names
+        from resadapt_eval.backbones import backbone_names
         names = backbone_names()
     click.echo(json.dumps(names) if as_json else "\n".join(names))
 
@@ -568,7 +584,7 @@ def _strategy_options(name: str, options: dict) -> dict:
     """Options the strategy accepts (checked by building it once), or a one-line error naming them."""
     import inspect
 
-    from .strategies import STRATEGIES
+    from resadapt_eval.strategies import STRATEGIES
 
     cls = STRATEGIES.get(name)
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]

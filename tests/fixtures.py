@@ -1,4 +1,4 @@
-"""Test helpers: data generators (from the package, resadapt_eval.synth) and a local judge endpoint."""
+"""Test helpers: data generators (from the package, resadapt_eval.probes.synth) and a local judge endpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from resadapt_eval.synth import make_videomme, write_video  # noqa: F401
+from resadapt_eval.probes.synth import make_videomme, write_video  # noqa: F401
 
 
 class JudgeServer:

@@ -62,9 +62,9 @@ def test_backbone_gives_planners_chunk_features_and_their_cost(backbone25):
     """Thumbnails of every chunk through the frozen vision tower: one feature row per merged token."""
     import numpy as np
 
-    from resadapt_eval.budget import Budget
-    from resadapt_eval.strategies.base import Context, even_plan
-    from resadapt_eval.types import Frames, Sample
+    from resadapt_eval.core.budget import Budget
+    from resadapt_eval.core.strategy import Context, even_plan
+    from resadapt_eval.core.types import Frames, Sample
 
     pixels = np.random.default_rng(0).integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
     frames = Frames("video", pixels, list(range(8)), [i / 4 for i in range(8)], 4.0, 8)

@@ -10,11 +10,11 @@ from transformers.video_utils import VideoMetadata
 
 from fixtures import write_video
 from resadapt_eval.backbones.qwen_vl import chunked_mrope_positions
-from resadapt_eval.budget import parse_budget
-from resadapt_eval.media import load_video
+from resadapt_eval.core.budget import parse_budget
+from resadapt_eval.pipeline.media import load_video
 from resadapt_eval.strategies import STRATEGIES
-from resadapt_eval.strategies.base import Context, even_plan
-from resadapt_eval.types import Sample
+from resadapt_eval.core.strategy import Context, even_plan
+from resadapt_eval.core.types import Sample
 
 PROMPT = "Which colour box moves fastest?"
 
@@ -133,7 +133,7 @@ def test_uniform_scale_at_full_budget_is_vanilla(backbone25, frames):
 
 
 def test_image_plan(backbone25, frames):
-    from resadapt_eval.media import load_image
+    from resadapt_eval.pipeline.media import load_image
     from PIL import Image
     img = load_image(Image.fromarray(frames.pixels[0]))
     for budget in ["1.0", "0.25"]:

@@ -11,8 +11,8 @@ import torch
 from torchvision.transforms.v2 import functional as tvF
 from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
 
-from resadapt_eval.budget import Budget, Geometry, parse_budget, solve_frame_count, solve_uniform_scale
-from resadapt_eval.types import UserError
+from resadapt_eval.core.budget import Budget, Geometry, parse_budget, solve_frame_count, solve_uniform_scale
+from resadapt_eval.core.types import UserError
 
 # The real checkpoints' processor settings (Qwen2.5-VL-7B-Instruct; Qwen3-VL-8B-Instruct).
 QWEN25 = dict(patch=14, image=(3136, 12845056), video=(128 * 28 * 28, 768 * 28 * 28))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from resadapt_eval.allocator.capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
+from resadapt_eval.training.capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
 
 S = 1 / (1 + math.exp(-0.2 / 0.15)) - 0.5  # shaping at 0.2 from a pivot of 0.4, tau 0.15: 0.29135
 
@@ -62,7 +62,7 @@ def test_temporal_similarity_penalises_a_duplicate_successor_that_gets_more():
 
 
 def test_task_schedule_alternates_equal_weights_and_follows_shares():
-    from resadapt_eval.allocator.train import task_schedule
+    from resadapt_eval.training.allocator import task_schedule
 
     assert task_schedule([1, 1, 1], 7) == [0, 1, 2, 0, 1, 2, 0]  # the plain round-robin of earlier recipes
     order = task_schedule([1, 1, 0.1], 2100)

@@ -24,8 +24,8 @@ from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.adapters.charades_sta import (
     CharadesSTA, charades_prompt, extract_time_lmms, parse_interval, temporal_iou, upstream_metrics,
 )
-from resadapt_eval.media import load_frames
-from resadapt_eval.types import Sample, UserError
+from resadapt_eval.pipeline.media import load_frames
+from resadapt_eval.core.types import Sample, UserError
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "charades_sta_0.7.3.json").read_text(encoding="utf-8"))
 CASES = GOLDEN["cases"]

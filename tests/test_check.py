@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from resadapt_eval import probes
-from resadapt_eval.check import Limits, check, mcnemar_exact, paired_bootstrap
+from resadapt_eval.analysis.check import Limits, check, mcnemar_exact, paired_bootstrap
 from resadapt_eval.cli import main
-from resadapt_eval.records import SAMPLES, SUMMARY, read_records
-from resadapt_eval.regression import recheck
-from resadapt_eval.runner import RunConfig, run
+from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_records
+from resadapt_eval.analysis.recheck import recheck
+from resadapt_eval.pipeline.runner import RunConfig, run
 
 PUBLISHED = Path(__file__).parents[1] / "resadapt_eval" / "assets" / "published" / "resadapt-qwen2.5-vl-7b.json"
 

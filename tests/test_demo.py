@@ -8,11 +8,11 @@ from click.testing import CliRunner
 
 
 def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
-    from resadapt_eval.demo import demo
+    from resadapt_eval.cli import main
 
     monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))  # probe data is generated on first use
     out = tmp_path / "results"
-    res = CliRunner().invoke(demo, ["--out", str(out), "--tasks", "probe-math", "--strategies",
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--tasks", "probe-math", "--strategies",
                                     "vanilla,uniform-scale", "--budgets", "0.25,1.0", "--limit", "4"])
     assert res.exit_code == 0, res.output
     assert "4 configurations" in res.output and "figures:" in res.output

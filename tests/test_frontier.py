@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from resadapt_eval import frontier as fr
+from resadapt_eval.analysis import frontier as fr
 from resadapt_eval.cli import COST_AXES, main
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "frontier.ipynb"

@@ -28,8 +28,8 @@ from resadapt_eval.adapters.longvideobench import (
     read_subtitles,
     subtitle_lines,
 )
-from resadapt_eval.synth import write_video
-from resadapt_eval.types import Sample, UserError
+from resadapt_eval.probes.synth import write_video
+from resadapt_eval.core.types import Sample, UserError
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "longvideobench_0.7.3.json").read_text(encoding="utf-8"))
 OPTS = [f"option{i}" for i in range(5)]
@@ -192,8 +192,8 @@ def test_json_annotations_give_the_same_samples(lvb_root):
 
 
 def test_videos_are_decodable_and_missing_ones_error(lvb_root):
-    from resadapt_eval.media import load_frames
-    from resadapt_eval.types import SampleError
+    from resadapt_eval.pipeline.media import load_frames
+    from resadapt_eval.core.types import SampleError
     _, samples = _load(lvb_root)
     frames = load_frames("video", samples[0].media, 4)
     assert frames.count == 4 and frames.total_frames == 24

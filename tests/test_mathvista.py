@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fixtures import JudgeServer
-from resadapt_eval import records as rec
+from resadapt_eval.pipeline import records as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.adapters.mathvista import (
@@ -29,8 +29,8 @@ from resadapt_eval.adapters.mathvista import (
     read_answer,
     safe_equal,
 )
-from resadapt_eval.media import load_frames
-from resadapt_eval.types import Sample, UserError
+from resadapt_eval.pipeline.media import load_frames
+from resadapt_eval.core.types import Sample, UserError
 
 DATA = Path(__file__).parent / "data"
 ANNOTATIONS = json.loads((DATA / "mathvista_testmini_annotations.json").read_text(encoding="utf-8"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fixtures import write_video
-from resadapt_eval.media import load_image, load_video, uniform_indices
-from resadapt_eval.types import SampleError
+from resadapt_eval.pipeline.media import load_image, load_video, uniform_indices
+from resadapt_eval.core.types import SampleError
 
 
 def test_uniform_indices():
@@ -88,7 +88,7 @@ def _remux(src, dst, offset=0):
 
 @pytest.mark.parametrize("options", [None, {"g": "12"}, {"g": "12", "bf": "0"}], ids=["default-gop", "g12", "g12-no-b"])
 def test_pyav_seeks_to_exactly_the_frames_of_a_full_decode(tmp_path, options):
-    from resadapt_eval import media
+    from resadapt_eval.pipeline import media
 
     path = write_video(tmp_path / "v.mp4", n_frames=90, height=48, width=64, fps=10, options=options)
     full = _full_decode(path)
@@ -136,7 +136,7 @@ def test_pyav_seek_on_variable_frame_rate_takes_nearby_frames(tmp_path):
 
     import av
 
-    from resadapt_eval.synth import box_frames
+    from resadapt_eval.probes.synth import box_frames
 
     path, rng, pts = str(tmp_path / "vfr.mp4"), np.random.default_rng(1), 0
     with av.open(path, "w") as c:
@@ -161,7 +161,7 @@ def test_pyav_seek_on_variable_frame_rate_takes_nearby_frames(tmp_path):
 
 def test_decode_benchmark_reports_every_method(tmp_path):
     """The figures' plumbing on a tiny video (not a timed test: no figure is checked)."""
-    from resadapt_eval.bench_decode import decode_benchmark
+    from resadapt_eval.tools.bench_decode import decode_benchmark
 
     path = write_video(tmp_path / "b.mp4", n_frames=40, height=48, width=64, fps=10, options={"g": "12"})
     bench = decode_benchmark(path, frames=8, repeats=2, full_decode=True)
@@ -174,7 +174,7 @@ def test_decode_benchmark_reports_every_method(tmp_path):
 
 def test_transport_streams_decode_with_pyav_first_and_exactly(tmp_path):
     """decord lands on wrong frames in MPEG-TS (measured), so `auto` reads them with PyAV."""
-    from resadapt_eval.media import load_video
+    from resadapt_eval.pipeline.media import load_video
 
     src = write_video(tmp_path / "v.mp4", n_frames=60, height=48, width=64, fps=10, options={"g": "12"})
     ts = _remux(src, tmp_path / "v.ts")

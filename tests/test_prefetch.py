@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from resadapt_eval import records as rec
-from resadapt_eval.prefetch import Prefetcher
-from resadapt_eval.runner import RunConfig, run
+from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline.prefetch import Prefetcher
+from resadapt_eval.pipeline.runner import RunConfig, run
 
 
 def test_results_come_in_order_from_another_thread():
@@ -96,7 +96,7 @@ def test_setup_runs_in_the_worker_thread_only():
 def test_default_depth_prefetches_on_a_gpu_only():
     import torch
 
-    from resadapt_eval.runner import prefetch_depth
+    from resadapt_eval.pipeline.runner import prefetch_depth
 
     class On:
         def __init__(self, device):

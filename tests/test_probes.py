@@ -8,7 +8,7 @@ import pytest
 from resadapt_eval import probes
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
-from resadapt_eval.media import load_frames
+from resadapt_eval.pipeline.media import load_frames
 
 MAIN = {"probe-videoqa": "accuracy", "probe-longvideo": "accuracy", "probe-grounding": "iou", "probe-math": "accuracy"}
 

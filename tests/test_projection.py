@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resadapt_eval.allocator.projection import project_to_budget
-from resadapt_eval.budget import Geometry, solve_uniform_scale
+from resadapt_eval.core.budget import Geometry, solve_uniform_scale
 
 G = Geometry(family="qwen2_5_vl", patch_size=14, merge_size=2, temporal_patch_size=2, image_min_pixels=3136,
              image_max_pixels=12845056, video_min_pixels=3136, video_max_pixels=602112)

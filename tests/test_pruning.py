@@ -14,18 +14,18 @@ from PIL import Image
 from transformers import AttentionInterface
 
 from fixtures import write_video
-from resadapt_eval import records as rec
+from resadapt_eval.pipeline import records as rec
 from resadapt_eval.backbones import load_backbone
 from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, last_query_attention
 from resadapt_eval.backbones.reduction import (VisualTokens, chunk_quotas, reduce_visual, tome_tokens,
                                                visionzip_tokens)
 from resadapt_eval.backbones.vit_attention import BlockRecorder, merged_order, patch_attention, scoring_block
-from resadapt_eval.budget import parse_budget
+from resadapt_eval.core.budget import parse_budget
 from resadapt_eval.cli import main
-from resadapt_eval.media import load_image, load_video
+from resadapt_eval.pipeline.media import load_image, load_video
 from resadapt_eval.strategies import STRATEGIES
-from resadapt_eval.strategies.base import Context
-from resadapt_eval.types import Sample, UserError
+from resadapt_eval.core.strategy import Context
+from resadapt_eval.core.types import Sample, UserError
 
 PROMPT = "Which colour box moves fastest?"
 # the tiny models have 2 LLM layers, so FastV prunes after layer 1 there
@@ -374,8 +374,8 @@ def reference():
 def test_full_budget_equals_vanilla_on_the_reference_backbone(reference, method):
     """The trained reference model (4 LLM layers, FastV at its default K=2) on probe clips and images."""
     from resadapt_eval import probes
-    from resadapt_eval.reference import prompt_for
-    from resadapt_eval.types import Frames
+    from resadapt_eval.training.reference_model import prompt_for
+    from resadapt_eval.core.types import Frames
 
     for task in ("probe-videoqa", "probe-math"):
         item = probes.GENERATORS[task](0, 7)

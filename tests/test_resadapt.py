@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from resadapt_eval import probes
 from resadapt_eval.allocator.external import chunk_scales
 from resadapt_eval.allocator.policy import Policy
-from resadapt_eval.budget import Budget
+from resadapt_eval.core.budget import Budget
 from resadapt_eval.cli import main
-from resadapt_eval.records import SAMPLES, read_records
-from resadapt_eval.strategies.base import Context
+from resadapt_eval.pipeline.records import SAMPLES, read_records
+from resadapt_eval.core.strategy import Context
 from resadapt_eval.strategies.resadapt import allocation_plan, kept_chunks, parse_drop
-from resadapt_eval.types import Frames, Sample, UserError
+from resadapt_eval.core.types import Frames, Sample, UserError
 
 
 def video_context(backbone, fraction: float, n: int = 8, side: int = 196) -> Context:
@@ -182,7 +182,7 @@ def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, video
                   "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
     run = next(tmp_path.glob("probe-videoqa/reference/resadapt+*/b0.25-f8"))
-    from resadapt_eval.media import load_frames
+    from resadapt_eval.pipeline.media import load_frames
 
     for r in read_records(run / SAMPLES):
         assert r["error"] is None and r["tokens"] <= r["limit"] and r["flops"]["planner"] > 0
@@ -236,7 +236,7 @@ def test_oracle_warm_start_fits_the_head_to_the_smallest_scale_that_still_answer
     """probe-math in free mode: the oracle scale of each prompt is the smallest grid scale from which
     every larger one answers right (checked here by rolling the backbone out again), the warm start
     is recorded in the allocator's config, and the task weight 0 leaves it with no CAPO prompts."""
-    from resadapt_eval.allocator.train import ORACLE_GRID, Environment, oracle_scale
+    from resadapt_eval.training.allocator import ORACLE_GRID, Environment, oracle_scale
 
     monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
     env = Environment("probe-math", load_reference(), 4, 0)

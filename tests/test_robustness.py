@@ -36,12 +36,12 @@ import torch
 from click.testing import CliRunner
 
 from fixtures import JudgeServer, make_videomme, write_video
-from resadapt_eval import records as rec
+from resadapt_eval.pipeline import records as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard, task_names
 from resadapt_eval.cli import main
-from resadapt_eval.runner import evaluate_sample
-from resadapt_eval.synth import encode_video
+from resadapt_eval.pipeline.runner import evaluate_sample
+from resadapt_eval.probes.synth import encode_video
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -73,7 +73,7 @@ def _one_line(text: str) -> str:
 # A run process whose imports are already done: a forkserver that imported the harness forks each
 # one, so a kill cycle costs the model load and the run, not 5-12 s of `import torch` on a loaded
 # machine. Each is a separate OS process running the real CLI entry point, killed with a real SIGKILL.
-_PRELOAD = ["resadapt_eval.cli", "resadapt_eval.runner", "resadapt_eval.backbones.qwen_vl",
+_PRELOAD = ["resadapt_eval.cli", "resadapt_eval.pipeline.runner", "resadapt_eval.backbones.qwen_vl",
             "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "decord", "av"]
 
 
@@ -260,7 +260,7 @@ NAMED = {"truncated": "trunc.mp4", "truncated-faststart": "truncfs.mp4", "zero-b
 def test_bad_inputs_are_error_records_and_valid_odd_videos_run(tiny25, bad_videomme, tmp_path):
     from transformers import AutoProcessor
 
-    from resadapt_eval.budget import Geometry
+    from resadapt_eval.core.budget import Geometry
 
     args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(bad_videomme), "--frames", "4",
             "--out", str(tmp_path), "--no-progress"]
@@ -515,7 +515,7 @@ def test_every_task_card_refuses_paths_that_escape_the_data_root(task, tmp_path)
         media_dir.symlink_to(moved, target_is_directory=True)
         again = ADAPTERS.get(card.adapter)().load(card)[0]
         assert again.media == good.media and Path(str(again.media)).resolve().parent == moved.resolve()
-        from resadapt_eval.media import load_frames
+        from resadapt_eval.pipeline.media import load_frames
         assert load_frames("video", again.media, 4).count == 4
 
 

@@ -4,7 +4,7 @@ One module per benchmark registers its adapter name; a YAML card in `tasks/` nam
 and holds the data location, split, prompt variant, frame count and generation length.
 """
 
-from ..registry import Registry
+from resadapt_eval.core.registry import Registry
 
 ADAPTERS = Registry("task adapter", __name__)
 register = ADAPTERS.register

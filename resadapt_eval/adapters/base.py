@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from ..types import Sample, UserError
+from resadapt_eval.core.types import Sample, UserError
 
 TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"
 
@@ -37,7 +37,11 @@ def _expand(value: str) -> str:
 
 @dataclass(frozen=True)
 class TaskCard:
-    """One task's settings, read from `tasks/<name>.yaml` (data root may be overridden)."""
+    """One task's settings, read from `tasks/<name>.yaml` (data root may be overridden).
+
+    Loading a card reads it and nothing else: generated (probe) data is provisioned by an explicit
+    step (`resadapt_eval.probes.provision`, which the runner calls), never as a side effect here.
+    """
 
     name: str
     adapter: str
@@ -46,6 +50,12 @@ class TaskCard:
     max_new_tokens: int
     options: dict[str, Any] = field(default_factory=dict)
     missing_hint: str = ""
+    root_given: bool = False  # the user named the data root (--data-root): never generate data there
+
+    @property
+    def probe(self) -> dict[str, Any] | None:
+        """A generated task's recipe (`probe:` in the card: seed, n), or None for a real benchmark."""
+        return self.options.get("probe") or None
 
     @classmethod
     def load(cls, name: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> "TaskCard":
@@ -61,13 +71,9 @@ class TaskCard:
             refuse_credentials(str(raw["judge_url"]))
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
-        probe = raw.get("probe")
-        if probe and data_root is None:  # generated tasks are built on first use, deterministically
-            from ..probes import ensure_built
-            ensure_built(name, root, seed=int(probe.get("seed", 0)), n=int(probe.get("n", 200)))
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
                    max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
-                   options=raw)
+                   options=raw, root_given=data_root is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": self.adapter, "data_root": str(self.data_root), "frames": self.frames,

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from ..types import Sample
-from . import register
-from .base import TaskCard, evidence_meta, sample_or_error
+from resadapt_eval.core.types import Sample
+from resadapt_eval.adapters import register
+from resadapt_eval.adapters.base import TaskCard, evidence_meta, sample_or_error
 
 __all__ = [
     "CharadesSTA", "PRE_PROMPT", "POST_PROMPT", "THRESHOLDS", "charades_prompt", "extract_time_lmms",

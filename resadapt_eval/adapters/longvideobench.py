@@ -63,9 +63,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..types import Sample, UserError
-from . import register
-from .base import TaskCard, evidence_meta, plain, row_error, sample_or_error
+from resadapt_eval.core.types import Sample, UserError
+from resadapt_eval.adapters import register
+from resadapt_eval.adapters.base import TaskCard, evidence_meta, plain, row_error, sample_or_error
 
 LETTERS = "ABCDE"
 PRE_PROMPT = ""

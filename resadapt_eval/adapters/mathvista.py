@@ -66,9 +66,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..types import Sample, UserError
-from . import register
-from .base import TaskCard, evidence_meta, plain, sample_or_error
+from resadapt_eval.core.types import Sample, UserError
+from resadapt_eval.adapters import register
+from resadapt_eval.adapters.base import TaskCard, evidence_meta, plain, sample_or_error
 
 SHOT_TYPES = {"format": "format-prompt", "cot": "step-by-step", "solution": "solution"}
 DEFAULT_FLOAT_PRECISION = 2

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..types import Sample
-from . import register
-from .base import TaskCard, evidence_meta, plain, sample_or_error
-from .mcq import extract_mcq_answer, mcq_correct, videomme_prompt
+from resadapt_eval.core.types import Sample
+from resadapt_eval.adapters import register
+from resadapt_eval.adapters.base import TaskCard, evidence_meta, plain, sample_or_error
+from resadapt_eval.adapters.mcq import extract_mcq_answer, mcq_correct, videomme_prompt
 
 CHOICES = ("A", "B", "C", "D")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..strategies.base import Context
-from ..types import UserError
-from .policy import Proposal
+from resadapt_eval.core.strategy import Context
+from resadapt_eval.core.types import UserError
+from resadapt_eval.allocator.policy import Proposal
 
 MODEL_TYPE = "smol_allocator"
 TOKENS_PER_FRAME = 64  # SmolVLM2 at 512 px, 16 px patches, pixel shuffle 2: used for the FLOPs estimate

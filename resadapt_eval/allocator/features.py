@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..strategies.base import Context, even_plan
+from resadapt_eval.core.strategy import Context, even_plan
 
 
 @dataclass

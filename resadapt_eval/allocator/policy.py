@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..strategies.base import Context
-from ..types import UserError
-from .features import Observation, feature_dims, observe
-from .model import CONFIG_NAME, AllocatorConfig, AllocatorHead
+from resadapt_eval.core.strategy import Context
+from resadapt_eval.core.types import UserError
+from resadapt_eval.allocator.features import Observation, feature_dims, observe
+from resadapt_eval.allocator.model import CONFIG_NAME, AllocatorConfig, AllocatorHead
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..budget import Geometry
-from ..types import MediaKind
+from resadapt_eval.core.budget import Geometry
+from resadapt_eval.core.types import MediaKind
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
-from ..types import UserError
+from resadapt_eval.core.registry import Registry
+from resadapt_eval.core.types import UserError
 
 BACKBONES = Registry("backbone model type", __name__)
 register = BACKBONES.register
@@ -33,7 +33,7 @@ def resolve_alias(source: str) -> str:
 
 def load_backbone(source: str, **options: Any):
     """Load a backbone by alias, folder or hub id with the module registered for its model type."""
-    from .qwen_vl import LoadOptions, resolve_model_dir
+    from resadapt_eval.backbones.qwen_vl import LoadOptions, resolve_model_dir
 
     source = resolve_alias(source)
     model_dir = resolve_model_dir(source)

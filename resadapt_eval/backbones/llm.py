@@ -23,7 +23,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from .reduction import top_scores
+from resadapt_eval.backbones.reduction import top_scores
 
 
 @dataclass

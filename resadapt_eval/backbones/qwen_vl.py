@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as tvF
 
-from ..budget import Geometry
-from ..types import Frames, Output, Plan, UserError
-from . import register
-from .flops import llm_prefill_flops, vision_flops
-from .llm import InLLMPrune, LayerwiseLM, StockLM
-from .reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
-from .vit_attention import BlockRecorder, scoring_block, token_attention
+from resadapt_eval.core.budget import Geometry
+from resadapt_eval.core.types import Frames, Output, Plan, UserError
+from resadapt_eval.backbones import register
+from resadapt_eval.backbones.flops import llm_prefill_flops, vision_flops
+from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, StockLM
+from resadapt_eval.backbones.reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
+from resadapt_eval.backbones.vit_attention import BlockRecorder, scoring_block, token_attention
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
 

@@ -1,6 +1,6 @@
 """Strategies: turn (sample, frames, geometry, budget) into a plan. One module per family."""
 
-from ..registry import Registry
+from resadapt_eval.core.registry import Registry
 
 STRATEGIES = Registry("strategy", __name__)
 register = STRATEGIES.register

@@ -8,9 +8,9 @@ layers (`llm_visual_tokens`).
 
 from __future__ import annotations
 
-from ..types import Plan, UserError
-from . import register
-from .base import Context, check_share, reduced_plan
+from resadapt_eval.core.types import Plan, UserError
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, check_share, reduced_plan
 
 
 @register("fastv")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import zlib
 
-from ..types import Plan
-from . import register
-from .base import Context, reduced_plan
+from resadapt_eval.core.types import Plan
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, reduced_plan
 
 
 @register("random-drop")

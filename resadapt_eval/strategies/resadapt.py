@@ -20,12 +20,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ..allocator.external import is_external, load_external, refuse_untrusted
-from ..allocator.model import WEIGHTS_NAME
-from ..allocator.projection import project_to_budget
-from ..types import Plan, UserError
-from . import register
-from .base import Context, even_plan
+from resadapt_eval.allocator.external import is_external, load_external, refuse_untrusted
+from resadapt_eval.allocator.model import WEIGHTS_NAME
+from resadapt_eval.allocator.projection import project_to_budget
+from resadapt_eval.core.types import Plan, UserError
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, even_plan
 
 FITS = ("exact", "cap")
 BUNDLED = {"reference": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "reference"}
@@ -71,7 +71,7 @@ class ResAdapt:
                             f"config.json); train one with `resadapt-eval train-allocator`")
         if self.path is not None:
             refuse_untrusted(self.path, trust_remote_code)
-            from ..backbones.qwen_vl import require_safetensors
+            from resadapt_eval.backbones.qwen_vl import require_safetensors
             require_safetensors(self.path, "allocator")  # pickled weights (.bin, .pt) are refused
             if not is_external(self.path) and not (self.path / WEIGHTS_NAME).is_file():
                 raise UserError(f"allocator {allocator!r} has no {WEIGHTS_NAME}; train one with "
@@ -118,7 +118,7 @@ class ResAdapt:
             if is_external(path):
                 self._policy = load_external(path, trust_remote_code=self.trust_remote_code)
             else:
-                from ..allocator.policy import Policy
+                from resadapt_eval.allocator.policy import Policy
                 self._policy = Policy.load(path, backbone)
                 self._trained = Policy.training_config(path)
             if self.action is not None:

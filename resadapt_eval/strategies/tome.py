@@ -6,9 +6,9 @@ A merged token takes the M-RoPE position of its destination (B-set) token (`back
 
 from __future__ import annotations
 
-from ..types import Plan
-from . import register
-from .base import Context, check_share, reduced_plan
+from resadapt_eval.core.types import Plan
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, check_share, reduced_plan
 
 
 @register("tome")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..budget import solve_frame_count, solve_uniform_scale
-from ..types import Plan
-from . import register
-from .base import Context, even_plan, uniform_subset, vanilla_plan
+from resadapt_eval.core.budget import solve_frame_count, solve_uniform_scale
+from resadapt_eval.core.types import Plan
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, even_plan, uniform_subset, vanilla_plan
 
 
 @register("vanilla")

@@ -7,9 +7,9 @@ Before the LLM, text-agnostic. Each chunk gets its share of the budget; `context
 
 from __future__ import annotations
 
-from ..types import Plan, UserError
-from . import register
-from .base import Context, check_share, reduced_plan
+from resadapt_eval.core.types import Plan, UserError
+from resadapt_eval.strategies import register
+from resadapt_eval.core.strategy import Context, check_share, reduced_plan
 
 
 @register("visionzip")

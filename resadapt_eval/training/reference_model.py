@@ -12,7 +12,7 @@ real VLMs are built:
    sample gets a random plan (vanilla, one scale, per-chunk scales, fewer frames), so the model
    has seen what every strategy feeds it.
 
-Run `python -m resadapt_eval.reference --out DIR` (or `make reference-model`). Steps, not minutes,
+Run `python -m resadapt_eval.training.reference_model --out DIR` (or `make reference-model`). Steps, not minutes,
 define the recipe, so a rerun with the same seed repeats it; it prints stage, loss and held-out
 accuracy as it goes.
 """
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvF
 
-from . import probes
-from .backbones.qwen_vl import chunked_mrope_positions
-from .backbones.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from resadapt_eval import probes
+from resadapt_eval.backbones.qwen_vl import chunked_mrope_positions
+from resadapt_eval.backbones.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
 TASKS = ("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")
 MONITOR_SEED = 500_000  # held-out monitoring data: neither the eval split (seed 0) nor training
@@ -220,10 +220,10 @@ def random_plan(rng: random.Random, n_frames: int, src_hw: tuple[int, int], min_
 
 @functools.lru_cache(maxsize=None)
 def _card_and_adapter(task: str):
-    from .adapters import ADAPTERS
-    from .adapters.base import TaskCard
+    from resadapt_eval.adapters import ADAPTERS
+    from resadapt_eval.adapters.base import TaskCard
 
-    card = TaskCard.load(task, data_root="/nonexistent")  # prompts only: no data needed, nothing built
+    card = TaskCard.load(task)  # prompts only: loading a card builds no data
     return card, ADAPTERS.get(card.adapter)()
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .check import CheckResult, Limits, check_paired, load_run
-from .records import MANIFEST, SUMMARY, read_json
-from .types import UserError
+from resadapt_eval.analysis.check import CheckResult, Limits, check_paired, load_run
+from resadapt_eval.pipeline.records import MANIFEST, SUMMARY, read_json
+from resadapt_eval.core.types import UserError
 
 
 @dataclass
@@ -36,7 +36,7 @@ def reference_runs(root: str | Path) -> list[Path]:
 
 def rerun_config(reference: Path, out: str | Path):
     """The RunConfig that reproduces a reference run, writing under `out`."""
-    from .runner import RunConfig
+    from resadapt_eval.pipeline.runner import RunConfig
 
     manifest = read_json(reference / MANIFEST)
     saved = manifest.get("run_config")
@@ -50,9 +50,9 @@ def rerun_config(reference: Path, out: str | Path):
 def recheck(root: str | Path, out: str | Path, limits: Limits,
             on_result: Callable[[Recheck], Any] | None = None) -> list[Recheck]:
     """Rerun and check every reference run; a backbone is loaded once for all its configurations."""
-    from .backbones import load_backbone
-    from .media import FrameCache
-    from .runner import run
+    from resadapt_eval.backbones import load_backbone
+    from resadapt_eval.pipeline.media import FrameCache
+    from resadapt_eval.pipeline.runner import run
 
     configs = [(ref, rerun_config(ref, out)) for ref in reference_runs(root)]
     results, backbones = [], {}

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
-from .types import UserError
+from resadapt_eval.core.types import UserError
 
 
 class Registry:

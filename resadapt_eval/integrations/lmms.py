@@ -27,7 +27,7 @@ def manifests():
     """The entry point lmms-eval reads: one simple (non-chat) model named `resadapt`."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id="resadapt", simple_class_path="resadapt_eval.lmms_plugin.ResAdaptModel")]
+    return [ModelManifest(model_id="resadapt", simple_class_path="resadapt_eval.integrations.lmms.ResAdaptModel")]
 
 
 class ResAdaptModel(lmms):
@@ -39,9 +39,9 @@ class ResAdaptModel(lmms):
                  frames: int = 32, seed: int = 0, device: str | None = None, dtype: str | None = None,
                  tokens_log: str = "resadapt_tokens.jsonl", trust_remote_code: bool = False, **options: Any):
         super().__init__()
-        from .backbones import load_backbone
-        from .budget import parse_budget
-        from .strategies import STRATEGIES
+        from resadapt_eval.backbones import load_backbone
+        from resadapt_eval.core.budget import parse_budget
+        from resadapt_eval.strategies import STRATEGIES
 
         import yaml
 
@@ -59,9 +59,9 @@ class ResAdaptModel(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         from tqdm import tqdm
 
-        from .records import RecordWriter
-        from .runner import evaluate_sample
-        from .types import Sample
+        from resadapt_eval.pipeline.records import RecordWriter
+        from resadapt_eval.pipeline.runner import evaluate_sample
+        from resadapt_eval.core.types import Sample
 
         answers = []
         writer = RecordWriter(self.log_path)

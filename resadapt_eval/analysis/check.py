@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .records import SAMPLES, SUMMARY, read_json, read_records
-from .types import UserError
+from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.core.types import UserError
 
 BOOTSTRAP_RESAMPLES = 10_000
 PUBLISHED_KIND = "published"

@@ -15,17 +15,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import records as rec
-from .adapters import ADAPTERS
-from .adapters.base import TaskCard
-from .backbones import load_backbone
-from .budget import parse_budget
-from .distributed import current_world
-from .media import FrameCache, load_frames
-from .prefetch import Prefetcher
-from .strategies import STRATEGIES
-from .strategies.base import Context
-from .types import Frames, Output, Plan, Sample, SampleError, UserError
+from resadapt_eval.pipeline import records as rec
+from resadapt_eval.adapters import ADAPTERS
+from resadapt_eval.adapters.base import TaskCard
+from resadapt_eval.probes import provision
+from resadapt_eval.backbones import load_backbone
+from resadapt_eval.core.budget import parse_budget
+from resadapt_eval.pipeline.distributed import current_world
+from resadapt_eval.pipeline.media import FrameCache, load_frames
+from resadapt_eval.pipeline.prefetch import Prefetcher
+from resadapt_eval.strategies import STRATEGIES
+from resadapt_eval.core.strategy import Context
+from resadapt_eval.core.types import Frames, Output, Plan, Sample, SampleError, UserError
 
 HARNESS_SCHEMA = 1
 NOT_HASHED = ("limit", "out", "progress", "data_root", "prefetch")
@@ -65,6 +66,13 @@ class RunResult:
     new_records: int
 
 
+def load_card(task: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> TaskCard:
+    """Read a task card, then provision its generated data if it is a probe (the explicit step)."""
+    card = TaskCard.load(task, data_root, overrides)
+    provision(card)
+    return card
+
+
 def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None,
         outputs: dict | None = None, loaded: dict | None = None) -> RunResult:
     """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary.
@@ -72,7 +80,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     `backbone`, `cache`, `outputs` and `loaded` let a sweep share one loaded model, the decoded
     frames, the model outputs of identical inputs and the task's samples across runs.
     """
-    card = TaskCard.load(config.task, config.data_root, config.task_options)
+    card = load_card(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
     strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
     budget = parse_budget(config.budget, config.budget_ref_frames)
@@ -107,7 +115,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
             "budget_spec": budget.to_dict(), "frames": frames_n, "config_hash": chash}
 
     # Under torchrun every rank runs this with its own shard of the samples; rank 0 owns the
-    # manifest, the merge and the summary (see resadapt_eval.distributed).
+    # manifest, the merge and the summary (see resadapt_eval.pipeline.distributed).
     with rec.locked(directory, rec.LOCK if world.is_main else f"{rec.LOCK}.rank{world.rank}"):
         manifest_path = directory / rec.MANIFEST
         if world.is_main and not manifest_path.exists():

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import records as rec
+from resadapt_eval.pipeline import records as rec
 
 MODEL_STAGES = ("encode", "reduce", "prefill", "decode")
 PROBES = ("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")
@@ -69,8 +69,7 @@ def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ..
                       out: Path | None = None, data_root: str | None = None) -> OverlapBench:
     """Time one sweep into a fresh results root and account its wall time by stage (`data_root`:
     one task's data somewhere else than its card says)."""
-    from . import runner
-    from .adapters.base import TaskCard
+    from resadapt_eval.pipeline import runner
 
     loads = []
     real_load = runner.load_backbone
@@ -83,7 +82,7 @@ def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ..
     base = runner.RunConfig(task="", backbone=backbone, limit=limit, seed=seed, out=str(root), progress=False,
                             prefetch=prefetch, data_root=data_root)
     for task in tasks:  # generated data is built before the clock starts, as on any second use
-        TaskCard.load(task, data_root, {})
+        runner.load_card(task, data_root, {})
     runner.load_backbone = counting_load
     try:
         start = time.perf_counter()
@@ -134,7 +133,7 @@ class MemoryBench:
 
 def _memory_child(task: str, data_root: str, out: str, frames: int | None, budget: str) -> None:
     """Run in a fresh interpreter: one configuration, then print the process's own peak RSS."""
-    from .runner import RunConfig, run
+    from resadapt_eval.pipeline.runner import RunConfig, run
 
     start = time.perf_counter()
     run(RunConfig(task=task, data_root=data_root, out=out, frames=frames, budget=budget,
@@ -148,13 +147,13 @@ def _memory_child(task: str, data_root: str, out: str, frames: int | None, budge
 def memory_benchmark(task: str = "probe-videoqa", sizes: tuple[int, ...] = (200, 2000), frames: int | None = None,
                      budget: str = "0.25", cache: Path = Path(".cache/bench")) -> MemoryBench:
     """Peak memory at each size, every size in its own process (one does not inherit another's peak)."""
-    from .probes import ensure_built
+    from resadapt_eval.probes import ensure_built
 
     peak, wall, end = {}, {}, {}
     for n in sizes:
         root = ensure_built(task, Path(cache) / f"{task}-n{n}", seed=0, n=n)
         with tempfile.TemporaryDirectory(prefix="resadapt-bench-mem-") as out:
-            code = (f"from resadapt_eval.bench import _memory_child; "
+            code = (f"from resadapt_eval.tools.bench import _memory_child; "
                     f"_memory_child({task!r}, {str(root)!r}, {out!r}, {frames!r}, {budget!r})")
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             if proc.returncode != 0:

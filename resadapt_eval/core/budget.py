@@ -15,7 +15,7 @@ from typing import Any, Literal
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as _resize_per_frame
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as _resize_per_clip
 
-from .types import MediaKind, UserError
+from resadapt_eval.core.types import MediaKind, UserError
 
 Family = Literal["qwen2_5_vl", "qwen3_vl"]
 

@@ -276,7 +276,7 @@ def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8
     training=True, a training split: seeds from TRAIN_SEED_BASE up)."""
     from tqdm import tqdm
 
-    from .synth import encode_video
+    from resadapt_eval.probes.synth import encode_video
 
     if task not in GENERATORS:
         raise ValueError(f"unknown probe {task!r}; known: {', '.join(GENERATORS)}")
@@ -338,7 +338,18 @@ def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200, training: b
 def ensure_built_train(task: str, n: int, seed: int = 0) -> Path:
     """A training split (seed TRAIN_SEED_BASE + seed) in the evaluation layout, cached under
     $RESADAPT_HOME/probes-train: what an allocator trains on through the evaluation path."""
-    from .adapters.base import _expand
+    from resadapt_eval.probes.adapters.base import _expand
 
     root = Path(_expand(f"$RESADAPT_HOME/probes-train/{task}-{seed}"))
     return ensure_built(task, root, TRAIN_SEED_BASE + seed, n, training=True)
+
+
+def provision(card) -> None:
+    """Build a generated task's split where its card says, if it is missing (deterministic).
+
+    The explicit step that makes a probe card runnable; real benchmarks and user-given data roots
+    are left alone.
+    """
+    spec = card.probe
+    if spec and not card.root_given:
+        ensure_built(card.name, card.data_root, seed=int(spec.get("seed", 0)), n=int(spec.get("n", 200)))

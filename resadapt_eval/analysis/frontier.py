@@ -32,9 +32,9 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .media import uniform_indices
-from .records import SAMPLES, SUMMARY, read_json, read_records
-from .types import UserError
+from resadapt_eval.pipeline.media import uniform_indices
+from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.core.types import UserError
 
 COSTS: dict[str, str] = {"tokens": "tokens", "retention": "retention", "patches": "patches", "flops": "flops",
                          "latency": "latency_s"}

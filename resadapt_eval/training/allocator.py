@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..budget import parse_budget
-from ..strategies.base import Context
-from ..strategies.resadapt import allocation_plan, parse_drop
-from .capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
-from .policy import Policy
+from resadapt_eval.core.budget import parse_budget
+from resadapt_eval.core.strategy import Context
+from resadapt_eval.strategies.resadapt import allocation_plan, parse_drop
+from resadapt_eval.training.capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
+from resadapt_eval.allocator.policy import Policy
 
 MODES = ("budget", "free")
 ORACLE_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -80,10 +80,10 @@ class Environment:
     """The training prompts of one task and how one allocation of one prompt is scored."""
 
     def __init__(self, task: str, backbone, n: int, seed: int, frames: int | None = None):
-        from ..adapters import ADAPTERS
-        from ..adapters.base import TaskCard
-        from ..media import FrameCache
-        from ..probes import ensure_built_train
+        from resadapt_eval.adapters import ADAPTERS
+        from resadapt_eval.adapters.base import TaskCard
+        from resadapt_eval.pipeline.media import FrameCache
+        from resadapt_eval.probes import ensure_built_train
 
         root = ensure_built_train(task, n=n, seed=seed)
         self.card = TaskCard.load(task, str(root))
@@ -172,7 +172,7 @@ def warm_start(policy: Policy, env: Environment, n: int, epochs: int, lr: float,
 
 
 def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print) -> dict:
-    from ..backbones import load_backbone
+    from resadapt_eval.backbones import load_backbone
 
     modes = {t: config.task_mode.get(t, config.mode) for t in config.tasks}
     bad = sorted({m for m in modes.values() if m not in MODES})

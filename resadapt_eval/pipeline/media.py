@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .types import Frames, SampleError
+from resadapt_eval.core.types import Frames, SampleError
 
 
 def uniform_indices(total_frames: int, n_frames: int) -> list[int]:

@@ -3,7 +3,7 @@
 A 10-minute 1280x720 H.264 mp4 is generated once (cached), then every method decodes the same
 uniformly sampled frames, interleaved round by round in one process, so machine noise hits them
 alike. Figures are medians over the rounds. Nothing here is a timed test: `python -m
-resadapt_eval.bench_decode` (or `resadapt-eval bench`) prints them.
+resadapt_eval.tools.bench_decode` (or `resadapt-eval bench`) prints them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .media import load_video, uniform_indices
+from resadapt_eval.pipeline.media import load_video, uniform_indices
 
 #: the generated video: 10 minutes of 1280x720 at 24 fps, a keyframe at least every 250 frames
 WIDTH, HEIGHT, FPS, MINUTES, GOP = 1280, 720, 24, 10, 250
@@ -47,7 +47,7 @@ def pan_frames(n_frames: int, height: int = HEIGHT, width: int = WIDTH, seed: in
 def bench_video(cache_dir: Path = Path(".cache/bench"), minutes: float = MINUTES, fps: int = FPS,
                 gop: int = GOP) -> tuple[Path, float | None]:
     """(path, seconds it took to generate, or None when it was cached)."""
-    from .synth import encode_video
+    from resadapt_eval.probes.synth import encode_video
 
     path = cache_dir / f"pan-{WIDTH}x{HEIGHT}-{fps}fps-{minutes:g}min-g{gop}.mp4"
     if path.is_file() and path.stat().st_size > 0:
@@ -163,7 +163,7 @@ def decode_benchmark(video: Path | None = None, frames: int = 32, repeats: int =
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m resadapt_eval.bench_decode", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resadapt_eval.tools.bench_decode", description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, help="a video to time (default: the generated 10-minute 720p mp4)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)

@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..budget import Budget, Geometry
-from ..types import Chunk, Frames, Plan, Reduction, Sample, UserError
+from resadapt_eval.core.budget import Budget, Geometry
+from resadapt_eval.core.types import Chunk, Frames, Plan, Reduction, Sample, UserError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .types import UserError
+from resadapt_eval.core.types import UserError
 
 SAMPLES, SUMMARY, MANIFEST, LOCK = "samples.jsonl", "summary.json", "manifest.json", ".lock"
 SHARD_GLOB = "samples.rank*-of-*.jsonl"
