@@ -56,17 +56,12 @@ def flashvid_representatives(features: torch.Tensor, attention: torch.Tensor, si
         n_other = sum(quotas[f] for f in frames) - sum(n_adts)
         if n_other <= 0:
             continue
-        roots, flops_tam = temporal_tree(x[frames], ~selected, float(params.get("temporal_threshold", 0.8)),
-                                         sum(quotas[f] for f in frames))
+        roots, tam, flops_tam = temporal_tree(x[frames], ~selected, float(params.get("temporal_threshold", 0.8)),
+                                              sum(quotas[f] for f in frames))
         flops += flops_tam
         is_root = torch.zeros(length * n, dtype=torch.bool)
         is_root[roots[roots >= 0]] = True
-        flat = x[frames].reshape(length * n, dim)
-        sums = torch.zeros_like(flat)
-        counts = torch.zeros(length * n)
         member = roots >= 0
-        sums.index_add_(0, roots[member], flat[member])
-        counts.index_add_(0, roots[member], torch.ones(int(member.sum())))
         frame_roots = [torch.nonzero(is_root[j * n:(j + 1) * n]).squeeze(1) + j * n for j in range(length)]
         total = sum(len(r) for r in frame_roots)
         ratio = n_other / total
@@ -81,8 +76,8 @@ def flashvid_representatives(features: torch.Tensor, attention: torch.Tensor, si
                 continue
             if ratio >= 1.0 or k >= len(r):
                 continue
-            means = sums[r] / counts[r, None]
-            assign, centers = dpc_knn(means, k, min(k, 7), gen)
+            # the density's neighbourhood is the authors' (from their ceiling), so trimming only drops centres
+            assign, centers = dpc_knn(tam[r], k, min(math.ceil(len(r) * ratio), 7), gen)
             flops += 2.0 * len(r) * len(r) * dim
             center_of[r] = r[centers[assign]]
         seg_rep = torch.full((length * n,), -1, dtype=torch.long)
@@ -96,7 +91,7 @@ def flashvid_representatives(features: torch.Tensor, attention: torch.Tensor, si
 
 def fitted_ceilings(wanted: torch.Tensor, total: int, caps: list[int]) -> list[int]:
     """The authors' ceil(count · ratio) per frame, then trimmed (largest overshoot first) to sum to `total`."""
-    counts = [min(c, math.ceil(w - 1e-9)) for w, c in zip(wanted.tolist(), caps)]
+    counts = [min(c, math.ceil(w)) for w, c in zip(wanted.tolist(), caps)]
     while sum(counts) > total:
         j = max(range(len(counts)), key=lambda j: (counts[j] - wanted[j].item() if counts[j] > 0 else -1e9, -j))
         counts[j] -= 1
@@ -140,10 +135,15 @@ def adts(features: torch.Tensor, attention: torch.Tensor, k: int) -> torch.Tenso
     return picked.sort().values
 
 
-def temporal_tree(x: torch.Tensor, free: torch.Tensor, threshold: float, lower_bound: int) -> tuple[torch.Tensor, float]:
+def temporal_tree(x: torch.Tensor, free: torch.Tensor, threshold: float,
+                  lower_bound: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """TSTM's temporal step on one segment (authors' `spatiotemporal_compression`): each free token of frame t
-    whose best match among frame t-1's free tokens exceeds the threshold joins that token's tree. Returns, per
-    token (frame-major), the index of its tree's root (-1 for tokens that are not free) and the FLOPs."""
+    whose best match among frame t-1's free tokens exceeds the threshold joins that token's tree.
+
+    Returns, per token (frame-major), the index of its tree's root (-1 for tokens that are not free);
+    the features the authors cluster next (their running sums from the last frame back: a root is
+    divided by 1 + its direct joiners, whatever those carried), which decide the clusters; the FLOPs.
+    """
     length, n, dim = x.shape
     unit = x / x.norm(p=2, dim=-1, keepdim=True)
     best = torch.full((length, n), -1.0)
@@ -165,7 +165,15 @@ def temporal_tree(x: torch.Tensor, free: torch.Tensor, threshold: float, lower_b
         own = t * n + torch.arange(n)
         roots[t] = torch.where(merge[t], roots[t - 1][anchor[t].clamp(min=0)] if t else own, own)
         roots[t][~free[t]] = -1
-    return roots.view(-1), flops
+    feats, counts = x.clone(), torch.ones(length, n)
+    for t in range(length - 1, -1, -1):
+        stay = ~merge[t]
+        feats[t][stay] = feats[t][stay] / counts[t][stay, None]
+        counts[t][stay] = 1
+        if t and merge[t].any():
+            feats[t - 1].index_add_(0, anchor[t][merge[t]], feats[t][merge[t]])
+            counts[t - 1].index_add_(0, anchor[t][merge[t]], torch.ones(int(merge[t].sum())))
+    return roots.view(-1), feats.view(length * n, dim), flops
 
 
 def dpc_knn(x: torch.Tensor, k_clusters: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,7 +184,8 @@ def tome_tokens(tokens: VisualTokens, keep: int, seed: int, params: dict[str, An
 
     Each round splits the chunk's current tokens alternately into A (even) and B (odd), matches
     every A token to its most cosine-similar B token and folds the r best-matched A tokens into
-    their B partners, r = min(what is left to remove, ceil(`round_share` · current tokens)). The cap
+    their B partners, r = min(what is left to remove, half, ceil(`round_share` · current tokens));
+    the next round's order is ToMe's output order (unmerged A by decreasing score, then B). The cap
     (default 0.2, well below ToMe's |A| = half) lets similarity, not position, pick who merges.
     The metric is the ViT keys averaged over heads (`metric=keys`, default, as ToMe) or the merged
     features (`metric=features`); a group's metric is its members' mean. Carried features are the
@@ -206,7 +207,7 @@ def tome_tokens(tokens: VisualTokens, keep: int, seed: int, params: dict[str, An
         x = metric[span]
         n = len(x)
         group = torch.arange(n)  # each token's representative within the chunk
-        alive = torch.arange(n)
+        alive = torch.arange(n)  # current tokens in ToMe's order: unmerged A (by score), then B
         while len(alive) > quota:
             sums = torch.zeros_like(x).index_add_(0, group, x)
             current = sums[alive] / torch.bincount(group, minlength=n)[alive, None]
@@ -214,15 +215,14 @@ def tome_tokens(tokens: VisualTokens, keep: int, seed: int, params: dict[str, An
             sim = F.normalize(current[a], dim=-1) @ F.normalize(current[b], dim=-1).T
             flops += 2.0 * len(a) * len(b) * x.shape[1]
             best, partner = sim.max(dim=-1)
-            r = min(len(alive) - quota, len(a), max(1, math.ceil(share * len(alive))))
-            merged = _descending(best)[:r]
+            r = min(len(alive) - quota, len(alive) // 2, max(1, math.ceil(share * len(alive))))
+            edges = _descending(best)
+            merged = edges[:r]
             src, dst = alive[a[merged]], alive[b[partner[merged]]]
             remap = torch.arange(n)
             remap[src] = dst
             group = remap[group]
-            gone = torch.zeros(n, dtype=torch.bool)
-            gone[src] = True
-            alive = alive[~gone[alive]]
+            alive = torch.cat([alive[a[edges[r:]]], alive[b]])
         rep[span] = group + span.start
     return Selection.from_representatives(rep, flops)
 
