@@ -38,6 +38,7 @@ def media(frames):
     return {"video": frames, "image": load_image(Image.fromarray(frames.pixels[0]))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("kind", ["video", "image"])
 def test_exact_budget_own_cost_and_vanilla_at_full_budget(name, kind, media, request):
@@ -187,6 +188,7 @@ def test_tome_keeps_content_dependent_tokens():
     assert len(feats.keep) == 20 and feats.keep.tolist() not in kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", NEW)
 def test_cli_run_records_budget_and_cost(method, tiny25, videomme_root, tmp_path):
     args = ["run", "--task", "videomme", "--backbone", str(tiny25), "--data-root", str(videomme_root), "--frames", "8",
@@ -207,6 +209,7 @@ def reference():
     return load_backbone("reference")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", NEW)
 def test_reference_backbone_contracts(reference, method):
     """The trained reference model (4 LLM layers) on probe clips and images: vanilla at 1.0, exact budgets below."""
