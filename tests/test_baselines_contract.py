@@ -232,3 +232,36 @@ def test_reference_backbone_contracts(reference, method):
             ctx, plan = plan_for(reference, media, method, budget)
             out = reference.execute(plan, media, prompt, 4)
             assert out.visual_tokens == plan.tokens == max(1, math.floor(float(budget) * ctx.vanilla_tokens))
+
+
+def test_frontier_token_axis_is_the_mean_over_llm_layers(tmp_path):
+    """FastV (and PyramidDrop) sit on the token axis at their mean over LLM layers, not at the count after K."""
+    from resadapt_eval.analysis.frontier import run_row
+
+    summary = {"task": "t", "backbone": "b", "strategy": "fastv", "budget": "0.1", "frames": 8, "n": 4,
+               "main_metric": "accuracy", "metrics": {"accuracy": {"value": 50.0, "n": 4}},
+               "retention_mean": 0.1, "tokens_mean": 10.0, "llm_visual_tokens_mean": 16.4, "patches_mean": 400,
+               "flops_mean": 1e9, "timings_mean": {"e2e": 0.5}}
+    assert run_row(summary, tmp_path)["tokens"] == 16.4
+    older = {k: v for k, v in summary.items() if k != "llm_visual_tokens_mean"}  # runs that predate the field
+    assert run_row(older, tmp_path)["tokens"] == 10.0
+
+
+def test_visionzip_global_ranking_and_add_merge():
+    """`ranking=global` ranks dominant tokens over the whole sample (the authors' Qwen port), `chunk` per chunk;
+    `contextual_merge=add` gives a target its own feature plus its joiners' mean (the original)."""
+    n = 20
+    feats = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    attention = torch.cat([torch.zeros(10), torch.arange(1, 11, dtype=torch.float32)])  # chunk 2 gets all attention
+    keys = torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
+    tokens = VisualTokens(feats, (10, 10), attention, keys)
+    per_chunk = reduce_visual("visionzip", tokens, 6, params={"contextual_share": 0.0})
+    overall = reduce_visual("visionzip", tokens, 6, params={"contextual_share": 0.0, "ranking": "global"})
+    assert per_chunk.keep.tolist() == [0, 1, 2, 17, 18, 19]
+    assert overall.keep.tolist() == [14, 15, 16, 17, 18, 19]
+    added = reduce_visual("visionzip", tokens, 8, params={"contextual_share": 0.25})
+    out = added.gather(feats)
+    for j, target in enumerate(added.keep.tolist()):
+        joiners = [i for i in range(n) if added.owner[i] == j and i != target]
+        want = feats[target] + (torch.stack([feats[i] for i in joiners]).mean(0) if joiners else 0)
+        assert torch.allclose(out[j], want, atol=1e-6)
