@@ -106,3 +106,17 @@ def test_report_file_is_named_after_the_device():
     assert str(bench_gpu.json_path(report)) == "docs/gpu-bench-nvidia-h100-80gb-hbm3-2026-12-06.json"
     assert bench_gpu.bf16_peak(torch.device("cpu"))[1] is None
     assert dict(bench_gpu.BF16_PEAKS)["H100"] == 989e12 and dict(bench_gpu.BF16_PEAKS)["A100"] == 312e12
+
+
+def test_deadline_shares_time_among_groups_and_lists_what_it_skipped(tmp_path):
+    clock = bench_gpu.Clock(deadline_s=100.0)
+    clock.start -= 40.0  # 40 s gone, 60 s left for 3 groups: this one may run 20 s
+    clock.start_group(3)
+    assert clock.left() and 59.0 < clock.group_end < 61.0
+    clock.start -= 25.0
+    assert not clock.left()
+    report = bench_gpu.gpu_benchmark(bench_gpu.GpuBenchSettings(
+        tiny=True, frames=(4,), deadline_s=0.0, video_height=96, video_width=160, video_seconds=1, video_fps=8,
+        workdir=str(tmp_path)))
+    assert report["skipped"] == ["qwen2.5-vl-7b", "qwen3-vl-8b"] and not report["complete"]
+    assert report["backbones"] == [] and report["summary"] == []

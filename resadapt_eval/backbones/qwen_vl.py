@@ -346,7 +346,9 @@ class QwenVLBackbone:
         with recorder or nullcontext():
             enc = getter(pixels, grids, return_dict=True)
         feats = torch.cat(list(enc.pooler_output), dim=0)
-        deepstack = [torch.cat(list(d), dim=0) for d in (getattr(enc, "deepstack_features", None) or [])]
+        # transformers >= 5.2x splits each deepstack level per chunk (a tuple); earlier 5.x gives one tensor
+        deepstack = [d if torch.is_tensor(d) else torch.cat(list(d), dim=0)
+                     for d in (getattr(enc, "deepstack_features", None) or [])]
         embeds = self.model.get_input_embeddings()(ids)
         embeds[0, visual] = feats.to(embeds.dtype)
         timer.lap("encode")

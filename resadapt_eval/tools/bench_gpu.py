@@ -366,13 +366,27 @@ def cpu_tokens(geometry: Geometry, plan: Plan, frames: Frames) -> dict[str, int]
 
 @dataclass
 class Clock:
-    """The run's deadline: measurements not started by then are listed as skipped."""
+    """The run's deadline. Each group (backbone x frame count) gets an equal share of the time left
+    when it starts (what a group leaves unused goes to the next), and inside a group the figures the
+    issue asks for run first, so a deadline cuts the least telling measurements."""
 
     deadline_s: float | None
     start: float = field(default_factory=time.perf_counter)
+    group_end: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
     def left(self) -> bool:
-        return self.deadline_s is None or time.perf_counter() - self.start < self.deadline_s
+        now = self.elapsed()
+        if self.deadline_s is not None and now >= self.deadline_s:
+            return False
+        return self.group_end is None or now < self.group_end
+
+    def start_group(self, groups_left: int) -> None:
+        if self.deadline_s is not None:
+            now = self.elapsed()
+            self.group_end = now + max(0.0, self.deadline_s - now) / max(1, groups_left)
 
 
 def measure_config(built: Built, strategy_name: str, budget_text: str, frames: Frames, sample: Sample,
@@ -467,11 +481,12 @@ def measure_overhead(built: Built, video: str, frames_n: int, settings: GpuBench
 
 
 def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSettings, allocator: str,
-              clock: Clock, skipped: list[str]) -> dict[str, Any]:
-    """Everything at one frame count on one backbone."""
+              clock: Clock, skipped: list[str], groups_left: int = 1) -> dict[str, Any]:
+    """Everything at one frame count on one backbone: vanilla first, then resadapt at the first budget
+    below 1 (the planner's share), the prefetch streams, then the other configurations."""
     backbone = built.backbone
-    device = backbone.device
-    name, peak = backbone.name, bf16_peak(device)[1]
+    name, peak = backbone.name, bf16_peak(backbone.device)[1]
+    clock.start_group(groups_left)
     decodes = [decode_video(video, frames_n) for _ in range(max(1, settings.repeats))]
     frames = decodes[-1]
     frames.decode_s = _median([f.decode_s for f in decodes])
@@ -480,28 +495,37 @@ def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSetting
     warm = time.perf_counter()
     measure_config(built, "vanilla", "1.0", frames, sample, _once(settings), allocator, peak)
     if "resadapt" in settings.strategies:
-        measure_config(built, "resadapt", "0.25", frames, sample, _once(settings), allocator, peak)
+        measure_config(built, "resadapt", settings.budgets[-1], frames, sample, _once(settings), allocator, peak)
     warm_s = time.perf_counter() - warm
-    configs = []
-    for strategy in settings.strategies:
-        # vanilla's input does not depend on the budget: it runs once and stands for every budget
-        for budget in (("1.0",) if strategy == "vanilla" else settings.budgets):
-            if not clock.left():
-                skipped.append(f"{name} f{frames_n} {strategy} b{budget}")
-                continue
-            configs.append(measure_config(built, strategy, budget, frames, sample, settings, allocator, peak))
-    overhead = []
+    # vanilla's input does not depend on the budget: it runs once and stands for every budget
+    wanted = [(s, b) for s in settings.strategies for b in (("1.0",) if s == "vanilla" else settings.budgets)]
+    below = [b for b in settings.budgets if float(b) < 1.0]
+    first = [c for c in (("vanilla", "1.0"), ("resadapt", below[0] if below else "1.0")) if c in wanted]
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    overhead: list[dict[str, Any]] = []
+
+    def config(pair: tuple[str, str]) -> None:
+        if clock.left():
+            results[pair] = measure_config(built, *pair, frames, sample, settings, allocator, peak)
+        else:
+            skipped.append(f"{name} f{frames_n} {pair[0]} b{pair[1]}")
+
+    for pair in first:
+        config(pair)
     for depth in settings.prefetch:
-        if not clock.left():
+        if clock.left():
+            overhead.append(measure_overhead(built, video, frames_n, settings, depth, allocator))
+        else:
             skipped.append(f"{name} f{frames_n} overhead prefetch {depth}")
-            continue
-        overhead.append(measure_overhead(built, video, frames_n, settings, depth, allocator))
+    for pair in wanted:
+        if pair not in first:
+            config(pair)
     return {"frames": frames_n, "video": {"path": Path(video).name, "height": frames.height, "width": frames.width,
                                           "total_frames": frames.total_frames, "fps": frames.fps},
             "decoding": {"backend": frames.backend, "samples_s": [f.decode_s for f in decodes],
                          "median_s": frames.decode_s},
             "vanilla_tokens": built.cpu_geometry.vanilla_tokens("video", frames.height, frames.width, frames.count),
-            "warmup_s": warm_s, "configs": configs, "overhead": overhead}
+            "warmup_s": warm_s, "configs": [results[p] for p in wanted if p in results], "overhead": overhead}
 
 
 def _once(settings: GpuBenchSettings) -> GpuBenchSettings:
@@ -561,15 +585,17 @@ def gpu_benchmark(settings: GpuBenchSettings) -> dict[str, Any]:
     video_s = time.perf_counter() - t
     tok = build_tokenizer()
     backbones, skipped = [], []
-    for name in settings.backbones:
-        if not clock.left():
+    for k, name in enumerate(settings.backbones):
+        if settings.deadline_s is not None and clock.elapsed() >= settings.deadline_s:
             skipped.append(name)
             continue
         built = build_backbone(name, settings, tok)
         allocator_dir = workdir / f"allocator-{name}"
         allocator_info = fresh_allocator(built.backbone, allocator_dir, settings.seed)
-        groups = [run_group(built, str(video), n, settings, str(allocator_dir), clock, skipped)
-                  for n in settings.frames]
+        groups = []
+        for i, n in enumerate(settings.frames):
+            left = (len(settings.backbones) - k) * len(settings.frames) - i
+            groups.append(run_group(built, str(video), n, settings, str(allocator_dir), clock, skipped, left))
         backbones.append({**built.info, "allocator": allocator_info, "groups": groups})
         del built
         if device.type == "cuda":
