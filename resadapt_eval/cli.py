@@ -422,13 +422,18 @@ def _bench_gpu(o: dict, prefetch_list: str) -> dict:
         video_seconds=o["gpu_video_seconds"], video_fps=o["gpu_video_fps"],
         overhead_samples=o["gpu_overhead_samples"], prefetch=tuple(int(x) for x in _split(prefetch_list)),
         device=o["gpu_device"], attn=o["gpu_attn"], tiny=o["gpu_tiny"], deadline_s=o["gpu_deadline"])
-    report = g.gpu_benchmark(settings)
-    report["command"] = "resadapt-eval bench " + " ".join(sys.argv[2:])
+    command = "resadapt-eval bench " + " ".join(sys.argv[2:])
+
+    def write(report: dict) -> Path:  # after every group too, so a killed run keeps what it measured
+        report["command"] = command
+        path = g.json_path(report, o["gpu_json"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        return path
+
+    report = g.gpu_benchmark(settings, on_progress=write)
     click.echo("  " + "\n  ".join(g.lines(report)))
-    path = g.json_path(report, o["gpu_json"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    click.echo(f"  gpu report written to {path}")
+    click.echo(f"  gpu report written to {write(report)}")
     return report
 
 

@@ -505,16 +505,22 @@ def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSetting
     overhead: list[dict[str, Any]] = []
 
     def config(pair: tuple[str, str]) -> None:
-        if clock.left():
-            results[pair] = measure_config(built, *pair, frames, sample, settings, allocator, peak)
-        else:
+        if not clock.left():
             skipped.append(f"{name} f{frames_n} {pair[0]} b{pair[1]}")
+            return
+        try:
+            results[pair] = measure_config(built, *pair, frames, sample, settings, allocator, peak)
+        except Exception as e:  # e.g. out of memory at 128 frames: recorded, the rest goes on
+            results[pair] = _failure(e, backbone.device, strategy=pair[0], budget=pair[1])
 
     for pair in first:
         config(pair)
     for depth in settings.prefetch:
         if clock.left():
-            overhead.append(measure_overhead(built, video, frames_n, settings, depth, allocator))
+            try:
+                overhead.append(measure_overhead(built, video, frames_n, settings, depth, allocator))
+            except Exception as e:
+                overhead.append(_failure(e, backbone.device, prefetch=depth))
         else:
             skipped.append(f"{name} f{frames_n} overhead prefetch {depth}")
     for pair in wanted:
@@ -538,11 +544,11 @@ def summarize(backbones: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for b in backbones:
         for g in b["groups"]:
-            configs = g["configs"]
+            configs = [c for c in g["configs"] if not c.get("error")]
             vanilla = next((c for c in configs if c["strategy"] == "vanilla"), None)
             planners = [c["planner"] for c in configs if c.get("planner")]
-            with_prefetch = [o for o in g["overhead"] if o["prefetch"] > 0]
-            without = [o for o in g["overhead"] if o["prefetch"] == 0]
+            with_prefetch = [o for o in g["overhead"] if o["prefetch"] > 0 and not o.get("error")]
+            without = [o for o in g["overhead"] if o["prefetch"] == 0 and not o.get("error")]
             peaks = [c["peak_gpu_mib"] for c in configs if c["peak_gpu_mib"] is not None]
             rows.append({
                 "backbone": b["name"], "frames": g["frames"],
@@ -555,12 +561,21 @@ def summarize(backbones: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "planner_over_backbone_max": max((p["planner_over_backbone"] or 0.0 for p in planners), default=None),
                 "planner_share_max": max((p["planner_share"] for p in planners), default=None),
                 "tokens_match_all": all(c["tokens_match"] for c in configs),
+                "errors": sum(1 for c in g["configs"] + g["overhead"] if c.get("error")),
             })
     return rows
 
 
-def gpu_benchmark(settings: GpuBenchSettings) -> dict[str, Any]:
-    """The whole bench: every backbone, frame count, strategy and budget; returns the JSON report."""
+def _failure(e: BaseException, device: torch.device, **where: Any) -> dict[str, Any]:
+    """A measurement that raised, as a record (one failing configuration must not lose the run's others)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {**where, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+
+
+def gpu_benchmark(settings: GpuBenchSettings, on_progress: Any = None) -> dict[str, Any]:
+    """The whole bench: every backbone, frame count, strategy and budget; returns the JSON report.
+    `on_progress(report)` gets the report so far after every group (to write it as it grows)."""
     import platform
 
     import transformers
@@ -569,10 +584,12 @@ def gpu_benchmark(settings: GpuBenchSettings) -> dict[str, Any]:
     from resadapt_eval.pipeline.records import environment
 
     if settings.repeats < 1:
-        raise UserError(f"--repeats must be at least 1, got {settings.repeats}")
+        raise UserError(f"--gpu-repeats must be at least 1, got {settings.repeats}")
     unknown = [s for s in settings.strategies if s not in STRATEGIES]
     if unknown:
         raise UserError(f"the GPU bench runs {', '.join(STRATEGIES)}; not {', '.join(unknown)}")
+    for b in settings.budgets:
+        parse_budget(b)
     clock = Clock(settings.deadline_s)
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     device_name, peak = bf16_peak(device)
@@ -584,45 +601,67 @@ def gpu_benchmark(settings: GpuBenchSettings) -> dict[str, Any]:
     writer = write_video(video, n_video, settings.video_height, settings.video_width, settings.video_fps, settings.seed)
     video_s = time.perf_counter() - t
     tok = build_tokenizer()
-    backbones, skipped = [], []
-    for k, name in enumerate(settings.backbones):
-        if settings.deadline_s is not None and clock.elapsed() >= settings.deadline_s:
-            skipped.append(name)
-            continue
-        built = build_backbone(name, settings, tok)
-        allocator_dir = workdir / f"allocator-{name}"
-        allocator_info = fresh_allocator(built.backbone, allocator_dir, settings.seed)
-        groups = []
-        for i, n in enumerate(settings.frames):
-            left = (len(settings.backbones) - k) * len(settings.frames) - i
-            groups.append(run_group(built, str(video), n, settings, str(allocator_dir), clock, skipped, left))
-        backbones.append({**built.info, "allocator": allocator_info, "groups": groups})
-        del built
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    flash = importlib.util.find_spec("flash_attn") is not None
+    backbones: list[dict[str, Any]] = []
+    skipped: list[str] = []
     env = environment()
-    return {
+    report = {
         "schema": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": {"type": device.type, "name": device_name, "bf16_peak_flops": peak,
-                   "cuda": torch.version.cuda if device.type == "cuda" else None, "count": torch.cuda.device_count() if device.type == "cuda" else 0},
+                   "cuda": torch.version.cuda if device.type == "cuda" else None,
+                   "count": torch.cuda.device_count() if device.type == "cuda" else 0},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version(), "flash_attn_installed": flash,
+                     "python": platform.python_version(),
+                     "flash_attn_installed": importlib.util.find_spec("flash_attn") is not None,
                      "git_revision": env.get("git_revision")},
-        "attention": sorted({b["attention"] for b in backbones}),
+        "attention": [],
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()
                      if k != "workdir"},
         "video": {"writer": writer, "frames": n_video, "height": settings.video_height,
                   "width": settings.video_width, "fps": settings.video_fps, "write_s": video_s,
                   "decoder": "harness (decord, then PyAV)" if harness_decoders() else "opencv"},
-        "goals": GOALS,
-        "backbones": backbones,
-        "summary": summarize(backbones),
-        "skipped": skipped,
-        "complete": not skipped,
-        "wall_s": time.perf_counter() - clock.start,
+        "goals": GOALS, "backbones": backbones, "summary": [], "skipped": skipped, "complete": False, "wall_s": 0.0,
     }
+
+    def progress(final: bool = False) -> None:
+        report.update(attention=sorted({b["attention"] for b in backbones if "attention" in b}),
+                      summary=summarize([b for b in backbones if "groups" in b]), wall_s=clock.elapsed(),
+                      complete=final and not skipped and not any(r["errors"] for r in summarize(
+                          [b for b in backbones if "groups" in b])) and all("error" not in b for b in backbones))
+        if on_progress is not None:
+            on_progress(report)
+
+    for k, name in enumerate(settings.backbones):
+        if settings.deadline_s is not None and clock.elapsed() >= settings.deadline_s:
+            skipped.append(name)
+            continue
+        try:
+            built = build_backbone(name, settings, tok)
+            allocator_dir = workdir / f"allocator-{name}"
+            entry = {**built.info, "allocator": fresh_allocator(built.backbone, allocator_dir, settings.seed),
+                     "groups": []}
+        except Exception as e:  # e.g. out of memory: the other backbone still runs
+            backbones.append(_failure(e, device, name=name))
+            continue
+        backbones.append(entry)
+        for i, n in enumerate(settings.frames):
+            left = (len(settings.backbones) - k) * len(settings.frames) - i
+            if settings.deadline_s is not None and clock.elapsed() >= settings.deadline_s:
+                skipped.append(f"{name} f{n}")
+                continue
+            try:
+                entry["groups"].append(run_group(built, str(video), n, settings, str(allocator_dir), clock,
+                                                 skipped, left))
+            except Exception as e:
+                entry.setdefault("group_errors", []).append(_failure(e, device, frames=n)["error"])
+            progress()
+        del built
+        import gc
+        gc.collect()  # the next backbone's weights need this one's memory back
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    progress(final=True)
+    return report
 
 
 def lines(report: dict[str, Any]) -> list[str]:
@@ -643,6 +682,11 @@ def lines(report: dict[str, Any]) -> list[str]:
         out.append(f"  vanilla stages (s): {stage}")
     if report["skipped"]:
         out.append(f"skipped (deadline): {len(report['skipped'])} measurements")
+    failed = [b for b in report["backbones"] if b.get("error") or b.get("group_errors")]
+    failed += [c for b in report["backbones"] for g in b.get("groups", []) for c in g["configs"] + g["overhead"]
+               if c.get("error")]
+    for f in failed:
+        out.append(f"failed: {json.dumps(f)[:300]}")
     return out
 
 
