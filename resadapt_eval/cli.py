@@ -429,11 +429,13 @@ def _bench_gpu(o: dict, prefetch_list: str) -> dict:
         path = g.json_path(report, o["gpu_json"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        path.with_suffix(".md").write_text(g.markdown(report))
         return path
 
     report = g.gpu_benchmark(settings, on_progress=write)
     click.echo("  " + "\n  ".join(g.lines(report)))
-    click.echo(f"  gpu report written to {write(report)}")
+    path = write(report)
+    click.echo(f"  gpu report written to {path} (and {path.with_suffix('.md').name})")
     return report
 
 

@@ -10,8 +10,9 @@
 # .whl/ are installed first (for a machine that lacks something). New measurements stop starting after
 # GPU_CHECK_DEADLINE seconds (default 450), so the whole script ends within 10 minutes on one H100.
 #
-# Writes docs/gpu-bench-<gpu name>-<date>.json (after every group, so a killed run keeps what it
-# measured) and, when $OUT is set (the device machine's return folder), copies it and the log there.
+# Writes docs/gpu-bench-<gpu name>-<date>.json and the note beside it (.md), both after every group
+# so that a killed run keeps what it measured, and, when $OUT is set (the device machine's return
+# folder), copies them and the log there.
 # Extra arguments go to `resadapt-eval bench gpu` (e.g. --gpu-backbones qwen3-vl-8b to rerun one).
 # GPU_CHECK_CPU=1 lets the script itself run on a CPU (with --gpu-tiny ...: a smoke test of the script).
 set -euo pipefail
@@ -41,6 +42,6 @@ echo "gpu check: exit $status after $(( $(date +%s) - start )) s"
 report=$(ls -t docs/gpu-bench-*.json 2>/dev/null | head -n 1 || true)
 if [ -n "${OUT:-}" ]; then
   cp "$LOG" "$OUT/"
-  if [ -n "$report" ]; then cp "$report" "$OUT/"; fi
+  if [ -n "$report" ]; then cp "$report" "${report%.json}.md" "$OUT/"; fi
 fi
 exit "$status"

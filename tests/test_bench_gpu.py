@@ -87,6 +87,8 @@ def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thr
         assert 0 <= row["outside_share_with_prefetch"] <= 1 and 0 <= row["outside_share_without_prefetch"] <= 1
         assert 0 < row["planner_share_max"] < 1
     assert "gpu" in json.loads((tmp_path / "bench.json").read_text())
+    note = written[0].with_suffix(".md").read_text()  # the note beside the JSON: one row per group
+    assert "| qwen2.5-vl-7b-tiny | 4 |" in note and "| qwen3-vl-8b-tiny | 4 |" in note and "## qwen3-vl-8b-tiny" in note
 
 
 @pytest.mark.parametrize("name, billions", [("qwen2.5-vl-7b", 8.29), ("qwen3-vl-8b", 8.77)])
