@@ -26,6 +26,7 @@ the 7B exists here): its cost is the real cost, its choices are not the trained 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import statistics
@@ -40,7 +41,7 @@ import torch
 
 from resadapt_eval.backbones.qwen_vl import QwenVLBackbone, pick_attention
 from resadapt_eval.core.budget import Geometry, parse_budget
-from resadapt_eval.core.types import Frames, Plan, Sample, UserError
+from resadapt_eval.core.types import Frames, Plan, Sample, SampleError, UserError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "gpu_bench"
 BACKBONES = ("qwen2.5-vl-7b", "qwen3-vl-8b")
@@ -244,7 +245,7 @@ def video_frames(n: int, height: int, width: int, seed: int = 0):
 
 def write_video(path: Path, n: int, height: int, width: int, fps: int, seed: int = 0) -> str:
     """Encode the generated video: H.264 through PyAV where it is installed, else MPEG-4 through OpenCV."""
-    if importlib.util.find_spec("av") is not None:
+    if _importable("av"):
         from resadapt_eval.probes.synth import encode_video
         encode_video(path, video_frames(n, height, width, seed), fps, crf=23, preset="veryfast")
         return "pyav-h264"
@@ -267,8 +268,17 @@ def _cv2():
     return cv2
 
 
+def _importable(name: str) -> bool:
+    """Whether `name` imports here (a carried wheel may be found and still fail to load)."""
+    try:
+        importlib.import_module(name)
+    except Exception:
+        return False
+    return True
+
+
 def harness_decoders() -> bool:
-    return importlib.util.find_spec("decord") is not None or importlib.util.find_spec("av") is not None
+    return _importable("decord") or _importable("av")
 
 
 def decode_video(path: str, n: int) -> Frames:
@@ -277,7 +287,11 @@ def decode_video(path: str, n: int) -> Frames:
     from resadapt_eval.pipeline.media import load_video, uniform_indices
 
     if harness_decoders():
-        return load_video(path, n)
+        try:
+            return load_video(path, n)
+        except SampleError:
+            if not _importable("cv2"):
+                raise
     cv2 = _cv2()
     start = time.perf_counter()
     cap = cv2.VideoCapture(path)
