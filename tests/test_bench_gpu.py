@@ -32,7 +32,7 @@ def one_thread():
 
 def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thread):
     res = CliRunner().invoke(main, [
-        "bench", "gpu", "--gpu-tiny", "--gpu-frames", "4", "--gpu-budgets", "1.0,0.25", "--gpu-repeats", "1",
+        "bench", "gpu", "--gpu-tiny", "--gpu-frames", "4", "--gpu-budgets", "0.25", "--gpu-repeats", "1",
         "--gpu-new-tokens", "3", "--gpu-video", "160x96", "--gpu-video-seconds", "2", "--gpu-video-fps", "8",
         "--gpu-overhead-samples", "2", "--gpu-json", str(tmp_path / "gpu-{device}-{date}.json"),
         "--json", str(tmp_path / "bench.json")])
@@ -56,8 +56,7 @@ def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thr
         (group,) = b["groups"]
         assert group["frames"] == 4 and group["decoding"]["median_s"] > 0 and group["vanilla_tokens"] > 0
         pairs = [(c["strategy"], c["budget"]) for c in group["configs"]]
-        assert pairs == [("vanilla", "1.0")] + [(s, x) for s in ("uniform-scale", "visionzip", "fastv", "resadapt")
-                                                for x in ("1.0", "0.25")]
+        assert pairs == [("vanilla", "1.0")] + [(s, "0.25") for s in ("uniform-scale", "visionzip", "fastv", "resadapt")]
         for c in group["configs"]:
             assert CONFIG_FIELDS <= set(c), c.keys()
             t = c["tokens"]
@@ -70,8 +69,8 @@ def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thr
             assert c["peak_gpu_mib"] is None and c["prefill_mfu"] is None and c["rss_mib"] > 0
             assert c["flops"]["llm_prefill"] > 0 and c["flops"]["vision"] > 0
             if c["strategy"] in ("visionzip", "fastv"):  # full input, then reduced to the budget
-                assert t["model"]["input_visual"] == group["vanilla_tokens"]
-                assert "reduction" in c["stages_s"] or c["strategy"] == "fastv"
+                assert t["model"]["input_visual"] == group["vanilla_tokens"] > t["model"]["visual"]
+                assert ("reduction" in c["stages_s"]) == (c["strategy"] == "visionzip")
             if c["strategy"] == "resadapt":
                 p = c["planner"]
                 assert 0 < p["planner_share"] < 1 and p["planner_over_backbone"] > 0 and c["flops"]["planner"] > 0
