@@ -404,8 +404,9 @@ def gate_options(f):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--reference", required=True, type=click.Path(exists=True),
-              help="A reference run directory, or a published-numbers JSON file (see README).")
+@click.option("--reference", required=True,
+              help="A reference run directory, a published-numbers JSON file, or published:NAME for one shipped "
+                   "with the package, e.g. published:resadapt-qwen2.5-vl-7b (see README).")
 @gate_options
 @click.option("--tolerance", type=float, default=2.0, show_default=True,
               help="Points a run may fall below a published number (summary-level references only).")
