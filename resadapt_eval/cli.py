@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -129,7 +130,8 @@ def _error_gate(results, max_rate: float) -> None:
 @click.option("--task", required=True,
               help="Task card name (see `resadapt-eval list tasks`) or a card file, path/to/card.yaml.")
 @click.option("--strategy", default="uniform-scale", show_default=True,
-              help="How to spend the budget (`list strategies`); at budget 1.0 uniform-scale is the vanilla input.")
+              help="How to spend the budget (`list strategies`), NAME or NAME+KEY=VALUE (fastv+layer=2); at budget "
+                   "1.0 uniform-scale is the vanilla input.")
 @click.option("--budget", default="1.0", show_default=True,
               help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
@@ -149,15 +151,16 @@ def run(**kw) -> None:
     if not progress:
         _quiet_libraries()
     max_error_rate = kw.pop("max_error_rate")
-    options = _parse_options(kw.pop("strategy_option"), "--strategy-option")
+    from resadapt_eval.pipeline.grid import expand, parse_spec
+
+    spec = parse_spec(kw["strategy"])
+    options = {**_parse_options(kw.pop("strategy_option"), "--strategy-option"), **spec.options}
     allocator = kw.pop("allocator")
-    if allocator is not None:
-        if kw["strategy"] != "resadapt":
-            raise UserError("--allocator only applies to --strategy resadapt")
-        options["allocator"] = allocator
-        if kw["trust_remote_code"]:
-            options["trust_remote_code"] = True
-    kw["strategy_options"] = _strategy_options(kw["strategy"], options)
+    if allocator is not None and spec.name != "resadapt":
+        raise UserError("--allocator only applies to --strategy resadapt")
+    [spec] = expand([replace(spec, options=options)], allocator=allocator,
+                    trust_remote_code=kw["trust_remote_code"])
+    kw["strategy"], kw["strategy_options"] = spec.name, spec.options
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")
     if judge_url:
@@ -200,7 +203,10 @@ def _card_root(task: str) -> str:
 
 
 def _sweep_file(ctx, _param, path):
-    """--config FILE: a YAML mapping of sweep options (lists allowed) used as defaults; flags win."""
+    """--config FILE: a YAML mapping of sweep options (lists allowed) used as defaults; flags win.
+
+    Keys are the option names (`task-option` or `task_option`); repeatable options take a list of
+    KEY=VALUE strings or a mapping (`task-option: {prompt_variant: qwen3_vl}`)."""
     if path is None:
         return
     import yaml
@@ -208,14 +214,21 @@ def _sweep_file(ctx, _param, path):
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise click.BadParameter(f"{path} must hold a mapping of sweep options", param_hint="--config")
-    names = {p.name for p in ctx.command.params} | {"frames"}
-    unknown = sorted(k for k in raw if k.replace("-", "_") not in names)
+    params = {p.name: p for p in ctx.command.params}
+    params["frames"] = params["frames_list"]
+    unknown = sorted(k for k in raw if str(k).replace("-", "_") not in params)
     if unknown:
-        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(unknown)}", param_hint="--config")
+        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(map(str, unknown))}", param_hint="--config")
 
-    def value(v):
-        return ",".join(str(x) for x in v) if isinstance(v, list) else v
-    ctx.default_map = {("frames_list" if k == "frames" else k.replace("-", "_")): value(v) for k, v in raw.items()}
+    def value(param, v):
+        if getattr(param, "multiple", False):
+            if isinstance(v, dict):  # values written back as JSON, which the option reads as YAML
+                return [f"{k}={json.dumps(x)}" for k, x in v.items()]
+            return [str(x) for x in (v if isinstance(v, list) else [v])]
+        if isinstance(v, list):
+            return ",".join(str(x) for x in v)
+        return v
+    ctx.default_map = {params[k.replace("-", "_")].name: value(params[k.replace("-", "_")], v) for k, v in raw.items()}
 
 
 @main.command()
@@ -223,14 +236,24 @@ def _sweep_file(ctx, _param, path):
               expose_value=False, help="YAML file of these options (tasks, strategies, budgets, ...); flags override it.")
 @click.option("--tasks", required=True, help="Comma-separated task names.")
 @click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
-              help="Comma-separated strategy names.")
+              help="Comma-separated strategies, each NAME or NAME+KEY=VALUE[+KEY=VALUE] "
+                   "(e.g. uniform-scale,fastv+layer=2,resadapt+allocator=PATH).")
 @click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True, help="Comma-separated budgets.")
 @click.option("--frames", "frames_list", default=None, help="Comma-separated frame counts (default: each card's).")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting for every strategy of the grid that has it, e.g. frame_share=0.5 (repeatable; "
+                   "values are YAML; an option written in --strategies wins).")
+@click.option("--allocator", default=None, type=click.Path(exists=True, file_okay=False),
+              help="resadapt's allocator folder (train-allocator output, or an original ResAdapt smol_allocator, "
+                   "which also needs --trust-remote-code), for every resadapt entry that names none.")
 @shared_options
-def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **kw) -> None:
-    """Run every task x strategy x budget with one backbone load; each configuration resumes on its own."""
+def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, strategy_option, allocator,
+          **kw) -> None:
+    """Run every task x strategy x budget with one backbone load; each configuration resumes on its own.
+    Everything is checked before the backbone loads, so a bad grid fails before its first configuration."""
     import time as _time
 
+    from resadapt_eval.pipeline.grid import expand, split_list
     from resadapt_eval.pipeline.runner import RunConfig, sweep as run_sweep
 
     _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
@@ -242,10 +265,15 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
     judge_url = kw.pop("judge_url")
     if judge_url:
         task_options["judge_url"] = judge_url
-    frames = [int(x) for x in frames_list.split(",")] if frames_list else None
+    try:
+        frames = [int(x) for x in _split(frames_list)] if frames_list else None
+    except ValueError:
+        raise UserError(f"--frames wants comma-separated frame counts, got {frames_list!r}") from None
+    specs = expand(split_list(strategies), _parse_options(strategy_option, "--strategy-option"), allocator,
+                   kw["trust_remote_code"])
     base = RunConfig(task="", task_options=task_options, **kw)
     start = _time.perf_counter()
-    results = run_sweep(base, _split(tasks), _split(strategies), _split(budgets), frames, on_result=_report)
+    results = run_sweep(base, _split(tasks), specs, _split(budgets), frames, on_result=_report)
     if is_main_process():
         click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
     _error_gate(results, max_error_rate)
@@ -595,22 +623,6 @@ def _parse_options(items: tuple[str, ...], flag: str = "--task-option") -> dict:
             raise UserError(f"{flag} {item!r} is not KEY=VALUE")
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def _strategy_options(name: str, options: dict) -> dict:
-    """Options the strategy accepts (checked by building it once), or a one-line error naming them."""
-    import inspect
-
-    from resadapt_eval.strategies import STRATEGIES
-
-    cls = STRATEGIES.get(name)
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        known = ", ".join(accepted) or "none"
-        raise UserError(f"strategy {name!r} has no option {', '.join(unknown)} (its options: {known})")
-    cls(**options)
-    return options
 
 
 def _check_positive(kw: dict, *names: str) -> None:
