@@ -178,9 +178,19 @@ def test_resadapt_without_an_allocator_fails_before_the_model_loads(unloadable, 
 
 def test_a_sweep_with_resadapt_and_no_allocator_fails_before_its_first_configuration(unloadable, videoqa, tmp_path):
     res = cli("sweep", "--tasks", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(unloadable),
-              "--strategies", "uniform-scale,fastv+layer=2,resadapt", "--budgets", "0.25,1.0",
+              "--strategies", "uniform-scale,fastv+layer=1,resadapt", "--budgets", "0.25,1.0",
               "--out", str(tmp_path), "--no-progress")
     one_line_refusal(res, *NO_ALLOCATOR)
+    assert not list(tmp_path.rglob(SAMPLES))
+
+
+def test_a_fastv_layer_beyond_the_llm_fails_before_the_first_configuration(unloadable, videoqa, tmp_path):
+    """The stand-in's LLM has 2 layers, so fastv+layer=2 cannot prune: said before anything runs
+    (its config.json is read; the weights, garbage here, are never loaded)."""
+    res = cli("sweep", "--tasks", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(unloadable),
+              "--strategies", "uniform-scale,fastv+layer=2", "--budgets", "0.25", "--out", str(tmp_path),
+              "--no-progress")
+    one_line_refusal(res, "1 <= K < 2 on the 2-layer LLM of backbone 'my-qwen3-vl', got K=2", "fastv+layer=K")
     assert not list(tmp_path.rglob(SAMPLES))
 
 
