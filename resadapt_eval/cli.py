@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 
 from resadapt_eval.pipeline.distributed import is_main_process
-from resadapt_eval.core.types import UserError
+from resadapt_eval.core.types import DiskFull, UserError
 
 EXIT_USAGE = 2
+EXIT_DISK_FULL = 1
 
 
 class _OneLineErrorsMixin:
@@ -33,6 +34,9 @@ class _OneLineErrorsMixin:
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USAGE)
+        except DiskFull as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_DISK_FULL)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
@@ -123,7 +127,8 @@ def _error_gate(results, max_rate: float) -> None:
 
 
 @main.command()
-@click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
+@click.option("--task", required=True,
+              help="Task card name (see `resadapt-eval list tasks`) or a card file, path/to/card.yaml.")
 @click.option("--strategy", default="uniform-scale", show_default=True,
               help="How to spend the budget (`list strategies`), NAME or NAME+KEY=VALUE (fastv+layer=2); at budget "
                    "1.0 uniform-scale is the vanilla input.")
@@ -192,8 +197,8 @@ def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> N
 def _card_root(task: str) -> str:
     import yaml
 
-    from resadapt_eval.adapters.base import _expand, tasks_dir
-    raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
+    from resadapt_eval.adapters.base import _expand, find_card
+    raw = yaml.safe_load(find_card(task).path.read_text())
     return _expand(raw["data_root"])
 
 
@@ -486,8 +491,9 @@ def gate_options(f):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--reference", required=True, type=click.Path(exists=True),
-              help="A reference run directory, or a published-numbers JSON file (see README).")
+@click.option("--reference", required=True,
+              help="A reference run directory, a published-numbers JSON file, or published:NAME for one shipped "
+                   "with the package, e.g. published:resadapt-qwen2.5-vl-7b (see README).")
 @gate_options
 @click.option("--tolerance", type=float, default=2.0, show_default=True,
               help="Points a run may fall below a published number (summary-level references only).")
@@ -641,10 +647,21 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
 @click.argument("what", type=click.Choice(["tasks", "strategies", "backbones"]))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_(what: str, as_json: bool) -> None:
-    """Print the registered task, strategy or backbone names."""
+    """Print the registered task, strategy or backbone names (tasks: with the card each comes from).
+
+    \b
+    Task cards are found, first match wins, in each folder of $RESADAPT_TASKS_PATH (os.pathsep-
+    separated), then in the bundled cards ($RESADAPT_TASKS_DIR replaces those); `--task` also takes
+    a card file, path/to/card.yaml."""
     if what == "tasks":
-        from resadapt_eval.adapters.base import task_names
-        names = task_names()
+        from resadapt_eval.adapters.base import card_sources
+        sources = card_sources().values()
+        if as_json:
+            click.echo(json.dumps([{"name": c.name, "path": str(c.path), "origin": c.origin} for c in sources]))
+        else:
+            width = max((len(c.name) for c in sources), default=0)
+            click.echo("\n".join(f"{c.name:<{width}}  {c.path}  ({c.origin})" for c in sources))
+        return
     elif what == "strategies":
         from resadapt_eval.strategies import STRATEGIES
         names = STRATEGIES.names()

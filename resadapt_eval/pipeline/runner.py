@@ -107,7 +107,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     torch.manual_seed(config.seed)
 
     hashed = {k: v for k, v in asdict(config).items() if k not in NOT_HASHED}
-    hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
+    # A card given by path (--task path/to/card.yaml) hashes as its name: its content is in `card`.
+    hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
     if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
         hashed.update(strategy=strategy.describe(backbone))
