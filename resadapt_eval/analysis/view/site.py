@@ -34,7 +34,7 @@ import pandas as pd
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.analysis import frontier
-from resadapt_eval.analysis.view.thumbs import SpriteJob, make_sprites
+from resadapt_eval.analysis.view.thumbs import SpriteJob, SpriteMaker
 from resadapt_eval.core.types import UserError
 from resadapt_eval.pipeline.records import MANIFEST, SAMPLES, SUMMARY, read_json, read_records
 
@@ -91,8 +91,8 @@ def build_site(root: str | Path, out: str | Path, cost: str = "tokens", tasks: I
     table = frontier.annotate(table, cost)
     strategies = frontier.strategy_table(table, cost)
     colors = frontier.strategy_colors(table["strategy"])
-    if out.exists() and (out / "index.html").exists():
-        shutil.rmtree(out)  # a previous site: pages of runs that are gone must not linger
+    for old in ("runs", "samples", "figures"):  # a previous site's pages of runs that are gone must not linger
+        shutil.rmtree(out / old, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     for name in ASSETS:
         (out / name).write_bytes(resources.files(__package__).joinpath("assets", name).read_bytes())
@@ -100,23 +100,40 @@ def build_site(root: str | Path, out: str | Path, cost: str = "tokens", tasks: I
 
     runs = [_load_run(row) for row in table.to_dict("records")]
     site = Site(out, len(runs), 0, 0, 0)
-    sections = []
+    groups = []
     for (task, backbone), group in table.groupby(frontier.GROUP, sort=True):
-        gkey = _slug(f"{task}__{backbone}")
         members = [r for r in runs if (r.row["task"], r.row["backbone"]) == (task, backbone)]
         members.sort(key=lambda r: (r.row["strategy"], r.row["tokens"], r.row["frames"]))
-        frontier.plot_task(group, cost, out / "figures" / gkey, colors, formats=("svg",))
-        sections.append((gkey, f"{task} · {backbone}",
-                         _overview_section(task, backbone, gkey, group, strategies, members)))
-        for run in members:
-            _write(out / "runs" / f"{run.key}.html", page, title=f"{task} · {backbone} · {run.label}",
-                   root="../", page_kind="run", body=_run_body(run, gkey), data=_run_data(run, gkey))
-            site.pages += 1
-        site.samples += _write_samples(out, page, task, backbone, gkey, members, thumbnails,
-                                       (data_roots or {}).get(task), workers, site)
-    _write(out / "index.html", page, title="resadapt-eval results", root="", page_kind="overview",
-           body=_overview_body(root, cost, sections), data={})
-    site.pages += 1
+        groups.append((task, backbone, _slug(f"{task}__{backbone}"), group, members))
+    with SpriteMaker(workers if thumbnails else 1) as maker:
+        # thumbnails decode in worker processes while this one draws the figures and writes the run pages
+        sprite_keys = {}
+        for task, backbone, gkey, _, members in groups:
+            if not thumbnails:
+                site.notes[task] = "thumbnails were not requested (--no-thumbnails)"
+                continue
+            jobs, keys, note = _sprite_jobs(out, task, gkey, members, (data_roots or {}).get(task))
+            if note:
+                site.notes[task] = note
+            maker.submit(gkey, jobs)
+            sprite_keys[gkey] = keys
+        sections = []
+        for task, backbone, gkey, group, members in groups:
+            frontier.plot_task(group, cost, out / "figures" / gkey, colors, formats=("svg",))
+            sections.append((gkey, f"{task} · {backbone}",
+                             _overview_section(task, backbone, gkey, group, strategies, members)))
+            for run in members:
+                _write(out / "runs" / f"{run.key}.html", page, title=f"{task} · {backbone} · {run.label}",
+                       root="../", page_kind="run", body=_run_body(run, gkey), data=_run_data(run, gkey))
+                site.pages += 1
+        _write(out / "index.html", page, title="resadapt-eval results", root="", page_kind="overview",
+               body=_overview_body(root, cost, sections), data={})
+        site.pages += 1
+        for task, backbone, gkey, _, members in groups:
+            sprites = dict(zip(sprite_keys.get(gkey, []), maker.results(gkey)))
+            site.sprites += sum("error" not in made for made in sprites.values())
+            site.samples += _write_samples(out, page, task, backbone, gkey, members, sprites,
+                                           site.notes.get(task, ""), site)
     site.seconds = time.perf_counter() - start
     return site
 
@@ -193,7 +210,7 @@ def _html_table(df: pd.DataFrame, formats: dict[str, Any], links: dict[str, list
             inner = f'<a href="{_esc(href[i])}">{_esc(text)}</a>' if href and href[i] else _esc(text)
             cells.append(f"<td{attr}>{inner}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 # -- overview ----------------------------------------------------------------------------------
@@ -243,7 +260,8 @@ def _summary_table(members: list[Run]) -> str:
             cells.append(f'<td data-v="{v}">{"" if v is None else fmt.format(v)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head_html = "".join(f"<th>{_esc(h)}</th>" for h in head)
-    return f'<table class="sortable"><thead><tr>{head_html}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<div class="scroll"><table class="sortable"><thead><tr>{head_html}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _overview_body(root: Path, cost: str, sections: list[tuple[str, str, str]]) -> str:
@@ -288,8 +306,33 @@ def _run_data(run: Run, gkey: str) -> dict[str, Any]:
 
 # -- samples -----------------------------------------------------------------------------------
 
+def _sprite_jobs(out: Path, task: str, gkey: str, members: list[Run],
+                 data_root: str | None) -> tuple[list[SpriteJob], list[tuple[str, int]], str]:
+    """One sheet per sample and frame count, its tile the largest chunk any run planned for it; or
+    why there are none (the task's data is not here)."""
+    media, note = _media(task, members, data_root)
+    jobs, keys = [], []
+    if not media:
+        return jobs, keys, note
+    sizes: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for run in members:
+        for r in run.records:
+            chunks = (r.get("plan") or {}).get("chunks")
+            if chunks:
+                sizes.setdefault((str(r["id"]), run.row["frames"]), []).extend(chunks)
+    (out / "samples" / gkey / "img").mkdir(parents=True, exist_ok=True)
+    for (sid, n), hw in sizes.items():
+        if sid not in media or media[sid][1] is None:
+            continue
+        tile = (max(h for h, _ in hw), max(w for _, w in hw))
+        jobs.append(SpriteJob(str(out / "samples" / gkey / "img" / f"{_slug(sid)}-f{n}.jpg"),
+                              media[sid][0], media[sid][1], n, tile))
+        keys.append((sid, n))
+    return jobs, keys, note
+
+
 def _write_samples(out: Path, page: Template, task: str, backbone: str, gkey: str, members: list[Run],
-                   thumbnails: bool, data_root: str | None, workers: int | None, site: Site) -> int:
+                   sprites: dict[tuple[str, int], dict[str, Any]], note: str, site: Site) -> int:
     """The samples list of one task x backbone and a page per sample; returns how many samples."""
     by_id: dict[str, dict[str, dict[str, Any]]] = {}
     for run in members:
@@ -298,33 +341,6 @@ def _write_samples(out: Path, page: Template, task: str, backbone: str, gkey: st
     ids = list(by_id)
     adapter = _adapter_name(members)
     factor2 = _factor_squared(members)
-
-    sprites: dict[tuple[str, int], dict[str, Any]] = {}
-    note = ""
-    if thumbnails:
-        media, note = _media(task, members, data_root)
-        if media:
-            jobs, keys = [], []
-            for sid in ids:
-                if sid not in media or media[sid][1] is None:
-                    continue
-                for n in sorted({run.row["frames"] for run in members if run.key in by_id[sid]}):
-                    sizes = [c for run in members for c in (((by_id[sid].get(run.key) or {}).get("plan") or {})
-                                                           .get("chunks") or []) if run.row["frames"] == n]
-                    if not sizes:
-                        continue
-                    tile = (max(h for h, _ in sizes), max(w for _, w in sizes))
-                    path = out / "samples" / gkey / "img" / f"{_slug(sid)}-f{n}.jpg"
-                    jobs.append(SpriteJob(str(path), media[sid][0], media[sid][1], n, tile))
-                    keys.append((sid, n))
-            (out / "samples" / gkey / "img").mkdir(parents=True, exist_ok=True)
-            for key, made in zip(keys, make_sprites(jobs, workers)):
-                sprites[key] = made
-                site.sprites += "error" not in made
-    else:
-        note = "thumbnails were not requested (--no-thumbnails)"
-    if note:
-        site.notes[task] = note
 
     marks_rows = []
     for sid in ids:

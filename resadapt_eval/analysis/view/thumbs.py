@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +54,38 @@ def make_sprite(job: SpriteJob) -> dict[str, Any]:
             "indices": [int(i) for i in frames.indices], "times": [round(float(t), 4) for t in frames.timestamps]}
 
 
-def make_sprites(jobs: list[SpriteJob], workers: int | None = None) -> list[dict[str, Any]]:
-    """Every sheet, on all usable cores (decoding and JPEG encoding are the site's only heavy work)."""
-    workers = workers or len(os.sched_getaffinity(0))
-    if workers <= 1 or len(jobs) < 4:
-        return [make_sprite(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(make_sprite, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+def _make_batch(jobs: list[SpriteJob]) -> list[dict[str, Any]]:
+    return [make_sprite(job) for job in jobs]
+
+
+class SpriteMaker:
+    """Sheets made in worker processes while the caller writes the other pages: `submit` a task's jobs
+    now, `results` them later (in order). With one worker everything runs in this process, on demand."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.pool = ProcessPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        self.pending: dict[str, tuple[list[SpriteJob], list[Future]]] = {}
+
+    def submit(self, key: str, jobs: list[SpriteJob]) -> None:
+        futures: list[Future] = []
+        if self.pool is not None:
+            size = max(1, min(16, len(jobs) // (self.workers * 4) or 1))
+            futures = [self.pool.submit(_make_batch, jobs[i:i + size]) for i in range(0, len(jobs), size)]
+        self.pending[key] = (jobs, futures)
+
+    def results(self, key: str) -> list[dict[str, Any]]:
+        jobs, futures = self.pending.pop(key, ([], []))
+        if self.pool is None:
+            return _make_batch(jobs)
+        return [made for future in futures for made in future.result()]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> "SpriteMaker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
