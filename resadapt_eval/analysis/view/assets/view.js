@@ -290,7 +290,7 @@
       });
     });
     if (win) maxT = Math.max(maxT, win[1]);
-    var left = 230, width = 760, rowH = 16, top = 8, n = d.runs.length;
+    var left = 320, width = 760, rowH = 16, top = 8, n = d.runs.length;
     var H = top + n * rowH + 40;
     var svg = s("svg", {width: left + width + 20, height: H, "class": "heat", role: "img"});
     function x(t) { return left + (maxT > 0 ? t / maxT : 0) * width; }
@@ -300,7 +300,8 @@
     }
     d.runs.forEach(function (r, row) {
       var t = s("text", {x: left - 6, y: top + row * rowH + 12, "text-anchor": "end"});
-      t.textContent = r.label;
+      // an in-LLM or merged-token reduction keeps `keep` of these tokens; which chunk they came from is not recorded
+      t.textContent = r.label + (r.reduction ? " → " + r.reduction.method + " " + r.reduction.keep : "");
       svg.appendChild(t);
     });
     spans.forEach(function (sp) {
@@ -321,7 +322,7 @@
       svg.appendChild(lab);
     }
     var cap = s("text", {x: left + width / 2, y: yAxis + 30, "text-anchor": "middle"});
-    cap.textContent = "time (" + axis.unit + ") · colour: tokens per chunk, darkest = " + maxTok +
+    cap.textContent = "time (" + axis.unit + ") · colour: tokens per chunk before any reduction, darkest = " + maxTok +
       (win ? " · orange: " + (d.evidence.label || "evidence") : "");
     svg.appendChild(cap);
     return svg;
