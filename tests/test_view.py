@@ -194,7 +194,7 @@ def _errors(driver) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_every_page_loads_without_console_errors_and_every_link_resolves(site, browser):
+def test_every_page_loads_without_console_errors_and_every_link_resolves(browser, site):
     pages = sorted(site.out.rglob("*.html"))
     assert len(pages) == site.pages
     checked = 0
@@ -216,7 +216,7 @@ def test_every_page_loads_without_console_errors_and_every_link_resolves(site, b
 
 
 @pytest.mark.slow
-def test_the_records_table_sorts_and_filters(site, browser):
+def test_the_records_table_sorts_and_filters(browser, site):
     page = site.out / "runs" / "probe-videoqa__reference__uniform-scale__b0.25-f8.html"
     _open(browser, page)
     rows = _blob(page)["rows"]
@@ -240,7 +240,7 @@ def test_the_records_table_sorts_and_filters(site, browser):
 
 
 @pytest.mark.slow
-def test_the_sample_filter_shows_where_a_is_right_and_b_wrong(site, sweep_root, browser):
+def test_the_sample_filter_shows_where_a_is_right_and_b_wrong(browser, site, sweep_root):
     from selenium.webdriver.support.ui import Select
 
     def keep(a, b) -> set[str]:
@@ -280,7 +280,7 @@ def test_the_sample_filter_shows_where_a_is_right_and_b_wrong(site, sweep_root, 
 
 
 @pytest.mark.slow
-def test_sample_page_screenshot_shows_the_thumbnails(site, browser, tmp_path):
+def test_sample_page_screenshot_shows_the_thumbnails(browser, site, tmp_path):
     import numpy as np
     from PIL import Image
 
@@ -301,7 +301,7 @@ def test_sample_page_screenshot_shows_the_thumbnails(site, browser, tmp_path):
 
 
 @pytest.mark.slow
-def test_ten_thousand_records_page_sort_and_filter_fast(site, sweep_root, browser, tmp_path):
+def test_ten_thousand_records_page_sort_and_filter_fast(browser, sweep_root, tmp_path):
     """A run of 10,000 records (a real run's records repeated under new ids): the page opens, sorts
     and filters in well under a second each, since only 50 rows are drawn."""
     source = sweep_root / "probe-videoqa" / "reference" / "uniform-scale" / "b0.25-f8"
