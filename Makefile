@@ -73,9 +73,11 @@ ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval demo
 
-# The Pareto frontier of everything under results/: figures and tables in results/frontier/.
+# The Pareto frontier of everything under results/: figures and tables in results/frontier/, and the
+# browsable report (frontier, every run's records, each sample's plans) in results/view/index.html.
 frontier: install
 	$(BIN)/resadapt-eval frontier results
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval view results --out results/view
 
 # Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
 reference-model: install

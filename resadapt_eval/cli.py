@@ -316,6 +316,7 @@ def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: s
     click.echo(f"{len(done.results)} configurations in {done.sweep_s:.1f} s, frontier in {done.frontier_s:.1f} s")
     click.echo(f"figures: {done.frontier['grid'][0]} (and one per task); tables: "
                f"{', '.join(map(str, done.frontier['tables']))}")
+    click.echo(f"report: {done.site.index} ({done.site.pages} pages in {done.site.seconds:.1f} s; open it in a browser)")
 
 
 # The cost axes of resadapt_eval.analysis.frontier.COSTS, spelled out so `--help` needs no pandas import.
@@ -350,6 +351,47 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
                + " (and .svg)")
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
+
+
+@main.command()
+@click.argument("root", default="results", required=False)
+@click.option("--out", default=None, help="Where the site goes (default: ROOT/view); open OUT/index.html.")
+@click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
+              help="Cost axis of the frontier and the strategy table.")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
+@click.option("--data-root", "data_roots", multiple=True, metavar="TASK=DIR",
+              help="Where a task's data lies, for thumbnails (default: where the runs' manifests say).")
+@click.option("--thumbnails/--no-thumbnails", default=True, show_default=True,
+              help="Decode each sample's frames for the sample pages (needs the task's data).")
+def view(root: str, out: str | None, cost: str, tasks: tuple[str, ...], data_roots: tuple[str, ...],
+         thumbnails: bool) -> None:
+    """A static HTML report of the finished runs under ROOT: frontier, tables, every run's records and,
+    per sample, what each strategy planned (frames, resolutions, tokens over time) and answered.
+
+    \b
+    Self-contained: plain HTML, CSS and JavaScript, no server and no network; open OUT/index.html.
+    """
+    import warnings
+
+    from resadapt_eval.analysis.view import build_site
+
+    roots = {}
+    for item in data_roots:
+        task, sep, path = item.partition("=")
+        if not sep or not task or not path:
+            raise UserError(f"--data-root {item!r}: expected TASK=DIR, e.g. --data-root videomme=/data/videomme")
+        roots[task] = path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        site = build_site(root, out or f"{root}/view", cost=cost, tasks=tasks or None, thumbnails=thumbnails,
+                          data_roots=roots)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    for task, note in sorted(site.notes.items()):
+        click.echo(f"{task}: {note}", err=True)
+    click.echo(f"{site.runs} runs, {site.samples} samples, {site.pages} pages, {site.sprites} thumbnail sheets "
+               f"in {site.seconds:.1f} s")
+    click.echo(f"report: {site.index}")
 
 
 BENCH_PARTS = ("overlap", "decode", "memory")
