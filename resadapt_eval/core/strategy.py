@@ -122,3 +122,21 @@ def check_share(name: str, value: float) -> float:
     if not 0.0 < share <= 1.0:
         raise UserError(f"strategy option {name} must be in (0, 1], got {value!r}")
     return share
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """One of `choices`, or a one-line error naming the option."""
+    if str(value) not in choices:
+        raise UserError(f"strategy option {name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def check_range(name: str, value: Any, low: float, high: float) -> float:
+    """A number in [low, high], or a one-line error naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not low <= number <= high:
+        raise UserError(f"strategy option {name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return number
