@@ -51,6 +51,7 @@ class TaskCard:
     options: dict[str, Any] = field(default_factory=dict)
     missing_hint: str = ""
     root_given: bool = False  # the user named the data root (--data-root): never generate data there
+    protocol: str = "fixed"   # the reference protocol the card's defaults follow (core/protocol.py)
 
     @property
     def probe(self) -> dict[str, Any] | None:
@@ -73,7 +74,7 @@ class TaskCard:
         raw.pop("data_root", None)
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
                    max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
-                   options=raw, root_given=data_root is not None)
+                   protocol=str(raw.pop("protocol", "fixed")), options=raw, root_given=data_root is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": self.adapter, "data_root": str(self.data_root), "frames": self.frames,
