@@ -71,9 +71,10 @@ def test_torchcodec_and_auto_equal_a_full_decode(tmp_path, name):
         assert auto.indices == uniform_indices(48, n) and auto.total_frames == 48
         assert np.array_equal(auto.pixels, full[auto.indices]), (name, n)
         assert auto.backend == ("pyav" if suffix == ".ts" else "torchcodec")
+        if suffix == ".ts":  # torchcodec lands on wrong frames here, or runs out of frames
+            continue
         codec_frames = load_video(path, n, backend="torchcodec")
-        exact = np.array_equal(codec_frames.pixels, full[codec_frames.indices])
-        assert exact or suffix == ".ts", (name, n)
+        assert np.array_equal(codec_frames.pixels, full[codec_frames.indices]), (name, n)
         assert codec_frames.fps == pytest.approx(10, rel=0.02)
 
 
