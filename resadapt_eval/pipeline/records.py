@@ -35,9 +35,16 @@ PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate
 def strategy_label(name: str, options: dict[str, Any] | None = None) -> str:
     """The strategy's name in directories, summaries and figures: options are part of it
     (`fastv+layer=1`), so runs that differ only in an option never share a directory. A path
-    value is named by its last part (`resadapt+allocator=mine`)."""
+    value is named by its last part and a short digest of its absolute path
+    (`resadapt+allocator=mine@1a2b3c4d`): two folders called `mine` get two directories."""
     def short(v: Any) -> Any:
-        return Path(str(v)).name if isinstance(v, (str, os.PathLike)) and os.sep in str(v) else v
+        if not isinstance(v, (str, os.PathLike)):
+            return v
+        text = os.fspath(v)
+        if os.sep not in text and not Path(text).exists():
+            return v
+        where = os.path.abspath(os.path.expanduser(text))
+        return f"{Path(where).name}@{hashlib.sha256(where.encode()).hexdigest()[:8]}"
     return "+".join([name] + [f"{k}={short(v)}" for k, v in sorted((options or {}).items())])
 
 
