@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 
 from resadapt_eval.pipeline.distributed import is_main_process
-from resadapt_eval.core.types import UserError
+from resadapt_eval.core.types import DiskFull, UserError
 
 EXIT_USAGE = 2
+EXIT_DISK_FULL = 1
 
 
 class _OneLineErrorsMixin:
@@ -33,6 +34,9 @@ class _OneLineErrorsMixin:
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USAGE)
+        except DiskFull as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_DISK_FULL)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
@@ -129,7 +133,8 @@ def _error_gate(results, max_rate: float) -> None:
 
 
 @main.command()
-@click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
+@click.option("--task", required=True,
+              help="Task card name (see `resadapt-eval list tasks`) or a card file, path/to/card.yaml.")
 @click.option("--strategy", default="uniform-scale", show_default=True,
               help="How to spend the budget (`list strategies`), NAME or NAME+KEY=VALUE (fastv+layer=2); at budget "
                    "1.0 uniform-scale is the vanilla input.")
@@ -198,8 +203,8 @@ def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> N
 def _card_root(task: str) -> str:
     import yaml
 
-    from resadapt_eval.adapters.base import _expand, tasks_dir
-    raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
+    from resadapt_eval.adapters.base import _expand, find_card
+    raw = yaml.safe_load(find_card(task).path.read_text())
     return _expand(raw["data_root"])
 
 
@@ -317,6 +322,7 @@ def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: s
     click.echo(f"{len(done.results)} configurations in {done.sweep_s:.1f} s, frontier in {done.frontier_s:.1f} s")
     click.echo(f"figures: {done.frontier['grid'][0]} (and one per task); tables: "
                f"{', '.join(map(str, done.frontier['tables']))}")
+    click.echo(f"report: {done.site.index} ({done.site.pages} pages in {done.site.seconds:.1f} s; open it in a browser)")
 
 
 # The cost axes of resadapt_eval.analysis.frontier.COSTS, spelled out so `--help` needs no pandas import.
@@ -351,6 +357,47 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
                + " (and .svg)")
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
+
+
+@main.command()
+@click.argument("root", default="results", required=False)
+@click.option("--out", default=None, help="Where the site goes (default: ROOT/view); open OUT/index.html.")
+@click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
+              help="Cost axis of the frontier and the strategy table.")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
+@click.option("--data-root", "data_roots", multiple=True, metavar="TASK=DIR",
+              help="Where a task's data lies, for thumbnails (default: where the runs' manifests say).")
+@click.option("--thumbnails/--no-thumbnails", default=True, show_default=True,
+              help="Decode each sample's frames for the sample pages (needs the task's data).")
+def view(root: str, out: str | None, cost: str, tasks: tuple[str, ...], data_roots: tuple[str, ...],
+         thumbnails: bool) -> None:
+    """A static HTML report of the finished runs under ROOT: frontier, tables, every run's records and,
+    per sample, what each strategy planned (frames, resolutions, tokens over time) and answered.
+
+    \b
+    Self-contained: plain HTML, CSS and JavaScript, no server and no network; open OUT/index.html.
+    """
+    import warnings
+
+    from resadapt_eval.analysis.view import build_site
+
+    roots = {}
+    for item in data_roots:
+        task, sep, path = item.partition("=")
+        if not sep or not task or not path:
+            raise UserError(f"--data-root {item!r}: expected TASK=DIR, e.g. --data-root videomme=/data/videomme")
+        roots[task] = path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        site = build_site(root, out or f"{root}/view", cost=cost, tasks=tasks or None, thumbnails=thumbnails,
+                          data_roots=roots)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    for task, note in sorted(site.notes.items()):
+        click.echo(f"{task}: {note}", err=True)
+    click.echo(f"{site.runs} runs, {site.samples} samples, {site.pages} pages, {site.sprites} thumbnail sheets "
+               f"in {site.seconds:.1f} s")
+    click.echo(f"report: {site.index}")
 
 
 BENCH_PARTS = ("overlap", "decode", "memory")
@@ -492,8 +539,9 @@ def gate_options(f):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--reference", required=True, type=click.Path(exists=True),
-              help="A reference run directory, or a published-numbers JSON file (see README).")
+@click.option("--reference", required=True,
+              help="A reference run directory, a published-numbers JSON file, or published:NAME for one shipped "
+                   "with the package, e.g. published:resadapt-qwen2.5-vl-7b (see README).")
 @gate_options
 @click.option("--tolerance", type=float, default=2.0, show_default=True,
               help="Points a run may fall below a published number (summary-level references only).")
@@ -647,10 +695,21 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
 @click.argument("what", type=click.Choice(["tasks", "strategies", "backbones"]))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_(what: str, as_json: bool) -> None:
-    """Print the registered task, strategy or backbone names."""
+    """Print the registered task, strategy or backbone names (tasks: with the card each comes from).
+
+    \b
+    Task cards are found, first match wins, in each folder of $RESADAPT_TASKS_PATH (os.pathsep-
+    separated), then in the bundled cards ($RESADAPT_TASKS_DIR replaces those); `--task` also takes
+    a card file, path/to/card.yaml."""
     if what == "tasks":
-        from resadapt_eval.adapters.base import task_names
-        names = task_names()
+        from resadapt_eval.adapters.base import card_sources
+        sources = card_sources().values()
+        if as_json:
+            click.echo(json.dumps([{"name": c.name, "path": str(c.path), "origin": c.origin} for c in sources]))
+        else:
+            width = max((len(c.name) for c in sources), default=0)
+            click.echo("\n".join(f"{c.name:<{width}}  {c.path}  ({c.origin})" for c in sources))
+        return
     elif what == "strategies":
         from resadapt_eval.strategies import STRATEGIES
         names = STRATEGIES.names()

@@ -160,6 +160,8 @@ def test_lmms_nframes_golden():
         if want is not None and not (2 <= want <= row["total_frames"]):
             want = None  # qwen-vl-utils refuses what the wrapper asked for
         assert got == want, row
+        assert (row["min_pixels"], row["max_pixels"]) == (proto.min_pixels, proto.max_pixels)
+        assert row["fps"] is None and proto.sampling == "nframes"
 
 
 def test_fixed_protocol_is_todays_rule():

@@ -124,7 +124,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     hashed["text_resume"] = text_resume
     if protocol.name != "fixed":  # runs made before protocols existed (all `fixed`) keep their hash
         hashed["protocol"] = protocol.to_dict()
-    hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
+    # A card given by path (--task path/to/card.yaml) hashes as its name: its content is in `card`.
+    hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
     if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
         hashed.update(strategy=strategy.describe(backbone))
@@ -288,9 +289,19 @@ def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict
             "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,
             "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
             "generated_tokens": out.generated_tokens, "flops": flops, "plan": plan.to_record(),
+            **plan_layout(plan, frames, backbone),
             "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": staged.cached,
             "output_reused": staged.reused is not None, "timings": timings,
             "error": None}
+
+
+def plan_layout(plan: Plan, frames: Frames, backbone) -> dict[str, Any]:
+    """Where the plan sits in the source, for the report (`resadapt-eval view`): each planned frame's
+    number and time in the source video, and each chunk's tokens before any token reduction."""
+    positions = plan.frame_positions
+    return {"frame_indices": [int(frames.indices[p]) for p in positions],
+            "frame_times": [round(float(frames.timestamps[p]), 4) for p in positions],
+            "chunk_tokens": [backbone.geometry.tokens_per_chunk(c.height, c.width) for c in plan.chunks]}
 
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
