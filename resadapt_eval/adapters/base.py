@@ -21,7 +21,8 @@ TASKS_PATH_ENV = "RESADAPT_TASKS_PATH"  # folders of the user's own cards, searc
 CARD_SUFFIXES = (".yaml", ".yml")
 
 # Keys every card may hold, whatever its adapter; an adapter adds the ones it reads (`card_keys`).
-COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations")
+COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations",
+                    "protocol")
 JUDGE_KEY = "judge_url"
 
 
