@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import numpy as np
-
 from resadapt_eval.core.budget import Budget, Geometry
+from resadapt_eval.core.protocol import InputProtocol
+from resadapt_eval.core.protocol import uniform_positions as uniform_subset  # the frame-sampling rule
 from resadapt_eval.core.types import Chunk, Frames, Plan, Reduction, Sample, UserError
 
 
@@ -28,16 +28,29 @@ class Context:
 
     @classmethod
     def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
-              backbone: Any = None, task: str = "") -> "Context":
+              backbone: Any = None, task: str = "", protocol: InputProtocol | None = None) -> "Context":
         kind, n = frames.kind, frames.count
-        vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
-        vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
+        vanilla_hw = vanilla_size(geometry, protocol, kind, frames.height, frames.width, n)
+        vanilla = _chunks(geometry, kind, n) * geometry.tokens_per_chunk(*vanilla_hw)
         reference = None
         if budget.ref_frames is not None and kind == "video":
-            reference = geometry.vanilla_tokens(kind, frames.height, frames.width,
-                                                min(budget.ref_frames, frames.total_frames))
+            ref_n = min(budget.ref_frames, frames.total_frames)
+            ref_hw = vanilla_size(geometry, protocol, kind, frames.height, frames.width, ref_n)
+            reference = _chunks(geometry, kind, ref_n) * geometry.tokens_per_chunk(*ref_hw)
         return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference),
                    backbone, task)
+
+
+def vanilla_size(geometry: Geometry, protocol: InputProtocol | None, kind: str, height: int, width: int,
+                 n_frames: int) -> tuple[int, int]:
+    """The (h, w) of vanilla's frames: the protocol's sizing (qwen-vl-utils) or the processor's caps."""
+    if kind == "video" and protocol is not None and protocol.sizing == "qwen-vl-utils":
+        return protocol.frame_size(geometry.factor, height, width, n_frames)
+    return geometry.vanilla_size(kind, height, width, n_frames)
+
+
+def _chunks(geometry: Geometry, kind: str, n_frames: int) -> int:
+    return 1 if kind == "image" else geometry.n_chunks(n_frames)
 
 
 class Strategy(Protocol):
@@ -46,12 +59,6 @@ class Strategy(Protocol):
     name: str
 
     def plan(self, ctx: Context) -> Plan: ...
-
-
-def uniform_subset(n_total: int, n_keep: int) -> list[int]:
-    """n_keep evenly spaced positions out of range(n_total) (the same rule as frame sampling)."""
-    n_keep = max(1, min(n_keep, n_total))
-    return [int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)]
 
 
 def even_plan(ctx: Context, positions: list[int], sizes: list[tuple[int, int]] | tuple[int, int],
