@@ -176,7 +176,8 @@ def resolve(name: str, family: str, frames: int | None = None) -> InputProtocol:
     if name == "fixed":
         return InputProtocol("fixed", "fixed", "processor", nframes=frames)
     if name == "qwen":
-        return InputProtocol("qwen", "fps", "qwen-vl-utils", max_frames=frames, default_frames=None)
+        return InputProtocol("qwen", "fps", "qwen-vl-utils", max_frames=frames or FPS_MAX_FRAMES,
+                             default_frames=FPS_MAX_FRAMES)
     if name == "lmms-eval":
         # Qwen2.5-VL chat: nframes = min(32, len(vr)) floored even; Qwen3-VL chat asks for 32 whatever
         # the video's length, and transformers 5.x resumes text positions at anchor + max(H, W).
