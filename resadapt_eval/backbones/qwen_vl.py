@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as tvF
 from resadapt_eval.core.budget import Geometry
 from resadapt_eval.core.types import Frames, Output, Plan, UserError
 from resadapt_eval.backbones import register
-from resadapt_eval.backbones.flops import llm_prefill_flops, vision_flops
+from resadapt_eval.backbones.flops import llm_decode_flops, llm_prefill_flops, vision_stage_flops
 from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, StockLM
 from resadapt_eval.backbones.reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
 from resadapt_eval.backbones.vit_attention import BlockRecorder, scoring_block, token_attention
@@ -271,7 +271,7 @@ class QwenVLBackbone:
         grids = inputs[grid_key].to(self.device)
         getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
         enc = getter(inputs[pix_key].to(self.device, self.dtype), grids, return_dict=True)
-        flops = vision_flops(self.config.vision_config, [int(g.prod()) for g in grids], self.geometry.temporal_patch_size)
+        flops = vision_stage_flops(self.config.vision_config, grids.tolist()).total
         return [f.float().cpu() for f in enc.pooler_output], float(flops)
 
     @torch.inference_mode()
@@ -369,13 +369,18 @@ class QwenVLBackbone:
             text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
         patches = int(grids.prod(-1).sum())
-        chunk_patches = [int(g.prod()) for g in grids]
-        vis = vision_flops(self.config.vision_config, chunk_patches, self.geometry.temporal_patch_size)
-        llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), [float(n) for n in pre.layer_tokens])
+        vis = vision_stage_flops(self.config.vision_config, grids.tolist())
+        layer_tokens = [float(n) for n in pre.layer_tokens]
+        llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), layer_tokens)
+        decode = llm_decode_flops(self.config.text_config, layer_tokens, len(generated) - 1)
         layer_mean = sum(pre.layer_visual) / len(pre.layer_visual)
+        # `total` is the prefill cost (vision + LLM prefill; the runner adds a planner's); decoding
+        # is recorded beside it, since it depends on the answer's length rather than the plan.
+        flops = {"vision": vis.total, "vision_encode": vis.encode, "vision_merger": vis.merger, "llm_prefill": llm,
+                 "decode": decode, "total": vis.total + llm}
         return Output(text=text, visual_tokens=pre.layer_visual[-1], encoder_patches=patches,
                       prompt_tokens=prompt_tokens, generated_tokens=len(generated), timings=timer.result(),
-                      flops={"vision": vis, "llm_prefill": llm, "total": vis + llm}, llm_visual_tokens=layer_mean,
+                      flops=flops, llm_visual_tokens=layer_mean,
                       llm_visual_tokens_input=int(n_input_visual))
 
 
