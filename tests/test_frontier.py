@@ -230,7 +230,8 @@ def test_cli_writes_every_output(results, tmp_path):
     out = tmp_path / "cli"
     res = CliRunner().invoke(main, ["frontier", str(results), "--out", str(out), "--cost", "tokens"])
     assert res.exit_code == 0, res.output
-    expected = ["frontier.csv", "frontier.md", "strategies.csv", "strategies.md", "frontier.png", "frontier.svg"]
+    expected = ["frontier.csv", "frontier.md", "strategies.csv", "strategies.md", "frontier.png", "frontier.svg",
+                "paired.csv", "paired.md", "frontier-costs.png", "frontier-costs.svg"]
     expected += [f"{t}__reference.{ext}" for t in ("probe-videoqa", "probe-grounding") for ext in ("png", "svg")]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert str(out / "frontier.md") in res.output

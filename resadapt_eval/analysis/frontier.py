@@ -32,6 +32,7 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from resadapt_eval.analysis.paired import compare_records
 from resadapt_eval.pipeline.media import uniform_indices
 from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
 from resadapt_eval.core.types import UserError
@@ -42,7 +43,7 @@ COST_LABELS: dict[str, str] = {
     "tokens": "LLM visual tokens per sample (log)",
     "retention": "retention: visual tokens / vanilla tokens (log)",
     "patches": "vision-encoder patches per sample (log)",
-    "flops": "prefill FLOPs per sample, vision + LLM (log)",
+    "flops": "prefill FLOPs per sample: vision encode + LLM + planner (log)",
     "latency": "end-to-end latency per sample, s (log)",
 }
 METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy (%)", "iou": "mIoU (%)", "iou_robust": "mIoU, robust parser (%)"}
@@ -55,6 +56,10 @@ TABLE_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "n", "main_
                  "ci_overlaps_frontier"]
 STRATEGY_COLUMNS = ["task", "backbone", "strategy", "points", "best_score", "vanilla_score", "auc_logcost",
                     "cost_at_95", "cost_at_99"]
+PAIRED_REFERENCE = "uniform-scale"
+PAIRED_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "retention", "reference", "reference_budget",
+                  "reference_retention", "matched", "n", "score", "reference_score", "diff", "ci_low", "ci_high",
+                  "p_value", "test", "significant"]
 EVIDENCE_COLUMNS = ["id", "evidence_size", "tokens", "evidence_share", "evidence_tokens", "score"]
 
 
@@ -199,6 +204,65 @@ def cost_to_reach(cost: np.ndarray, score: np.ndarray, target: float) -> float:
     return float(cost[hit].min()) if hit.any() else float("nan")
 
 
+# -- paired comparisons against uniform-scale --------------------------------------------------
+
+def paired_table(runs: pd.DataFrame, reference: str = PAIRED_REFERENCE, retention_tol: float = 0.01,
+                 seed: int = 0, records: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """Every run against the `reference` strategy's run of its task x backbone x frames at matched
+    retention: the reference run of the same budget when the two mean retentions differ by at most
+    `retention_tol` (relative), else the reference run of closest retention within that tolerance.
+    Each row holds the paired difference (run - reference, points) with its 95% bootstrap CI and
+    p-value (module `paired`); a run without a match gets a row with `matched` false and no statistics.
+    `records` caches each run directory's records (read here when missing)."""
+    records = {} if records is None else records
+
+    def recs(directory: str) -> list[dict[str, Any]]:
+        if directory not in records:
+            records[directory] = read_records(Path(directory) / SAMPLES)
+        return records[directory]
+
+    rows = []
+    refs_all = runs[runs["strategy"] == reference]
+    for run in runs[runs["strategy"] != reference].itertuples(index=False):
+        refs = refs_all[(refs_all["task"] == run.task) & (refs_all["backbone"] == run.backbone)
+                        & (refs_all["frames"] == run.frames)]
+        ref = _matched_reference(run, refs, retention_tol)
+        row = {"task": run.task, "backbone": run.backbone, "strategy": run.strategy, "budget": run.budget,
+               "frames": run.frames, "retention": run.retention, "reference": reference, "matched": ref is not None,
+               "reference_budget": None if ref is None else ref.budget,
+               "reference_retention": float("nan") if ref is None else ref.retention}
+        if ref is not None:
+            p = compare_records(recs(ref.directory), recs(run.directory), run.main_metric, seed)
+            row.update(n=p.n, score=p.score_b, reference_score=p.score_a, diff=p.diff, ci_low=p.ci_low,
+                       ci_high=p.ci_high, p_value=p.p_value, test=p.test, significant=p.significant)
+        else:
+            row.update(n=0, significant=False)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _matched_reference(run: Any, refs: pd.DataFrame, tol: float) -> Any:
+    def close(r: Any) -> bool:
+        return bool(np.isfinite(r.retention) and np.isfinite(run.retention)
+                    and abs(run.retention - r.retention) <= tol * r.retention)
+    candidates = [r for r in refs.itertuples(index=False) if close(r)]
+    same_budget = [r for r in candidates if r.budget == run.budget]
+    if same_budget:
+        return same_budget[0]
+    return min(candidates, key=lambda r: abs(run.retention - r.retention)) if candidates else None
+
+
+def mark_paired(runs: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with `paired_significant`: the run's paired difference against the reference has a 95% CI
+    that excludes 0 (the figures ring those points)."""
+    keys = ["task", "backbone", "strategy", "budget", "frames"]
+    hits = paired.loc[paired["matched"].astype(bool) & paired["significant"].astype(bool), keys]
+    marked = set(map(tuple, hits.to_numpy().tolist()))
+    out = runs.copy()
+    out["paired_significant"] = [tuple(r) in marked for r in out[keys].to_numpy().tolist()]
+    return out
+
+
 # -- figures -----------------------------------------------------------------------------------
 
 def strategy_colors(strategies: Iterable[str]) -> dict[str, Any]:
@@ -246,6 +310,23 @@ def plot_grid(runs: pd.DataFrame, cost: str, path_stem: str | Path,
     return _save(fig, path_stem)
 
 
+def plot_costs(runs: pd.DataFrame, path_stem: str | Path, costs: tuple[str, ...] = ("tokens", "flops"),
+               colors: Mapping[str, Any] | None = None) -> list[Path]:
+    """Every task x backbone on two cost axes side by side (one row each): LLM visual tokens, and FLOPs
+    counting the vision encode and a planner's own cost. On tokens alone a method that encodes at full
+    resolution and prunes afterwards looks free of its encode; the FLOPs panel shows that encode."""
+    colors = colors or strategy_colors(runs["strategy"])
+    groups = list(runs.groupby(GROUP, sort=True))
+    fig = Figure(figsize=(5.4 * len(costs) + 1.8, 4.0 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), len(costs), squeeze=False)
+    for row, (_, group) in zip(axes, groups):
+        for ax, cost in zip(row, costs):
+            _draw(ax, annotate(group, cost), cost, colors)
+    handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", title="strategy")
+    return _save(fig, path_stem)
+
+
 def _draw(ax: Axes, runs: pd.DataFrame, cost: str, colors: Mapping[str, Any]) -> None:
     """One annotated task x backbone on one axes: the frontier as a wide translucent step under
     every strategy's line through its runs (sorted by cost) with 95% CI bars; vanilla as a star."""
@@ -264,6 +345,10 @@ def _draw(ax: Axes, runs: pd.DataFrame, cost: str, colors: Mapping[str, Any]) ->
                     marker="*" if vanilla else "o", markersize=14 if vanilla else 6,
                     markeredgecolor="black" if vanilla else colors[strategy], lw=1.6, capsize=3,
                     elinewidth=1, label=strategy, zorder=4 if vanilla else 3)
+    if "paired_significant" in runs and runs["paired_significant"].any():
+        marked = runs[runs["paired_significant"].astype(bool)]
+        ax.scatter(marked[col], marked["score"], s=170, facecolors="none", edgecolors="black", linewidths=1.3,
+                   zorder=5, label=f"paired diff. vs {PAIRED_REFERENCE}: 95% CI excludes 0")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_tick_label))
@@ -325,8 +410,17 @@ def to_markdown(table: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]]
                                                                 colalign=align) + "\n"
 
 
-def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path) -> list[Path]:
-    """frontier.csv/.md (one row per run) and strategies.csv/.md (one row per strategy) in `out`."""
+PAIRED_FORMATS: dict[str, Callable[[Any], str]] = {
+    "retention": _fixed(3), "reference_retention": _fixed(3), "score": _fixed(1), "reference_score": _fixed(1),
+    "diff": lambda v: f"{v:+.1f}", "ci_low": lambda v: f"{v:+.1f}", "ci_high": lambda v: f"{v:+.1f}",
+    "p_value": lambda v: f"{v:.3g}", "matched": lambda v: "yes" if v else "no",
+    "significant": lambda v: "yes" if v else ""}
+
+
+def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path,
+                 paired: pd.DataFrame | None = None) -> list[Path]:
+    """frontier.csv/.md (one row per run) and strategies.csv/.md (one row per strategy) in `out`;
+    with `paired`, also paired.csv/.md, and strategies.md gains the paired comparisons below its table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = frontier_table(runs)
@@ -334,7 +428,18 @@ def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path) 
     table.to_csv(paths[0], index=False)
     paths[1].write_text(to_markdown(table, RUN_FORMATS, {"flops": "GFLOPs"}))
     strategies.to_csv(paths[2], index=False)
-    paths[3].write_text(to_markdown(strategies, STRATEGY_FORMATS))
+    text = to_markdown(strategies, STRATEGY_FORMATS)
+    if paired is not None and len(paired):
+        shown = paired.sort_values(["task", "backbone", "strategy", "retention"]).reset_index(drop=True)
+        paired_md = to_markdown(shown, PAIRED_FORMATS)
+        paths += [out / "paired.csv", out / "paired.md"]
+        shown.to_csv(paths[4], index=False)
+        paths[5].write_text(paired_md)
+        text += (f"\n## Paired against {PAIRED_REFERENCE} at matched retention\n\n"
+                 "diff = run - reference in points on the common samples, 95% paired bootstrap CI, p: exact "
+                 "McNemar (binary scores) or paired bootstrap (IoU); matched: retention within 1% of the "
+                 "reference run's.\n\n" + paired_md)
+    paths[3].write_text(text)
     return paths
 
 
@@ -348,12 +453,16 @@ def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterab
         raise UserError(_no_runs_message(Path(root), tasks))
     runs = annotate(runs, cost)
     strategies = strategy_table(runs, cost)
+    paired = paired_table(runs)
+    runs = mark_paired(runs, paired)
     colors = strategy_colors(runs["strategy"])
     out = Path(out)
     figures = [path for (task, backbone), group in runs.groupby(GROUP, sort=True)
                for path in plot_task(group, cost, out / f"{task}__{backbone}", colors)]
-    return {"runs": runs, "strategies": strategies, "tables": write_tables(runs, strategies, out),
-            "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors)}
+    return {"runs": runs, "strategies": strategies, "paired": paired,
+            "tables": write_tables(runs, strategies, out, paired),
+            "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors),
+            "costs": plot_costs(runs, out / "frontier-costs", colors=colors)}
 
 
 def _no_runs_message(root: Path, tasks: Iterable[str] | None) -> str:
