@@ -224,6 +224,15 @@ def test_evidence_runs_and_summaries(results):
     assert by_size.shape == (len(VIDEOQA), 2)
 
 
+def test_allocation_matrix_spreads_each_chunks_tokens_over_its_frames():
+    ids, mat = fr.allocation_matrix([video_record(0, "uniform-scale", True, 1.0)])
+    assert ids == ["0000-pvqa-0-00000"] and mat.shape == (1, 8) and np.allclose(mat, 36 / 8)
+    record = video_record(1, NEW_STRATEGY, True, 1.0)  # three small chunks, the evidence chunk (frames 6, 7) at full size
+    _, mat = fr.allocation_matrix([record], ids=["missing", record["id"]])
+    assert mat[0].sum() == 0 and mat[1].sum() == pytest.approx(record["tokens"])
+    assert mat[1, 6] == mat[1, 7] == pytest.approx(record["tokens"] * 196 ** 2 / (3 * 56 ** 2 + 196 ** 2) / 2)
+
+
 # -- the CLI and the notebook ------------------------------------------------------------------
 
 def test_cli_writes_every_output(results, tmp_path):
@@ -231,7 +240,8 @@ def test_cli_writes_every_output(results, tmp_path):
     res = CliRunner().invoke(main, ["frontier", str(results), "--out", str(out), "--cost", "tokens"])
     assert res.exit_code == 0, res.output
     expected = ["frontier.csv", "frontier.md", "strategies.csv", "strategies.md", "frontier.png", "frontier.svg",
-                "paired.csv", "paired.md", "frontier-costs.png", "frontier-costs.svg"]
+                "paired.csv", "paired.md", "frontier-costs.png", "frontier-costs.svg",
+                "probe-videoqa__reference__allocation.png", "probe-videoqa__reference__allocation.svg"]
     expected += [f"{t}__reference.{ext}" for t in ("probe-videoqa", "probe-grounding") for ext in ("png", "svg")]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert str(out / "frontier.md") in res.output

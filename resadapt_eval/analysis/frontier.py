@@ -50,10 +50,11 @@ METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy (%)", "iou": "mIoU (%)", 
 VANILLA = "vanilla"
 GROUP = ["task", "backbone"]
 RUN_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "n", "main_metric", "score", "ci_low", "ci_high",
-               "retention", "tokens", "patches", "flops", "latency_s", "directory"]
+               "retention", "tokens", "patches", "flops", "latency_s", "window_share", "directory"]
+# window_share: mean share of visual tokens inside the ground-truth window (temporal grounding only)
 TABLE_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "n", "main_metric", "score", "ci_low", "ci_high",
-                 "retention", "tokens", "patches", "flops", "latency_s", "on_frontier", "on_strategy_frontier",
-                 "ci_overlaps_frontier"]
+                 "retention", "tokens", "patches", "flops", "latency_s", "window_share", "on_frontier",
+                 "on_strategy_frontier", "ci_overlaps_frontier"]
 STRATEGY_COLUMNS = ["task", "backbone", "strategy", "points", "best_score", "vanilla_score", "auc_logcost",
                     "cost_at_95", "cost_at_99"]
 PAIRED_REFERENCE = "uniform-scale"
@@ -93,7 +94,8 @@ def run_row(summary: dict[str, Any], directory: Path) -> dict[str, Any]:
             "ci_high": _number(main.get("ci_high")), "retention": _number(summary.get("retention_mean")),
             "tokens": _number(summary.get("tokens_mean")), "patches": _number(summary.get("patches_mean")),
             "flops": _number(summary.get("flops_mean")),
-            "latency_s": _number((summary.get("timings_mean") or {}).get("e2e")), "directory": str(directory)}
+            "latency_s": _number((summary.get("timings_mean") or {}).get("e2e")),
+            "window_share": _number(summary.get("window_share_mean")), "directory": str(directory)}
 
 
 def _number(value: Any) -> float:
@@ -327,6 +329,80 @@ def plot_costs(runs: pd.DataFrame, path_stem: str | Path, costs: tuple[str, ...]
     return _save(fig, path_stem)
 
 
+def allocation_matrix(records: Iterable[dict[str, Any]], ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(sample ids, tokens) with tokens[i, t] = the visual tokens sample i's plan spent on decoded frame
+    position t: each chunk's tokens (its share of the plan's pixel area times the record's tokens)
+    spread evenly over its frames. Rows follow `ids` when given (missing or error samples stay 0)."""
+    by_id = {r["id"]: r for r in records if not r.get("error") and r.get("plan")}
+    ids = sorted(by_id) if ids is None else list(ids)
+    width = max([int(r.get("frames_decoded") or 1) for r in by_id.values()] + [1])
+    out = np.zeros((len(ids), width))
+    for i, sid in enumerate(ids):
+        r = by_id.get(sid)
+        if r is None:
+            continue
+        chunks, positions = r["plan"]["chunks"], list(r["plan"]["frames"])
+        area = np.array([h * w for h, w in chunks], dtype=float)
+        per_chunk = max(1, len(positions) // max(1, len(chunks)))
+        for k, a in enumerate(area):
+            frames = positions[k * per_chunk:(k + 1) * per_chunk]
+            for t in frames:
+                out[i, min(int(t), width - 1)] += float(r["tokens"]) * a / area.sum() / len(frames)
+    return ids, out
+
+
+def plot_allocation(runs: pd.DataFrame, path_stem: str | Path, records: dict[str, list[dict[str, Any]]] | None = None,
+                    max_samples: int = 40) -> list[Path]:
+    """Per-sample allocation heatmaps of one task x backbone (a video task): one panel per strategy
+    (columns) and budget (rows), samples down, decoded frame positions across, colour = visual tokens
+    on that frame. The same samples in every panel, so a planner's choices read against uniform ones."""
+    records = {} if records is None else records
+    for d in runs["directory"]:
+        if d not in records:
+            records[d] = read_records(Path(d) / SAMPLES)
+    ids = sorted({r["id"] for d in runs["directory"] for r in records[d] if not r.get("error")})[:max_samples]
+    budgets = sorted(runs["budget"].unique(), key=lambda b: float(b) if _is_number(b) else float("inf"))
+    strategies = sorted(runs["strategy"].unique())
+    mats = {(row.strategy, row.budget): allocation_matrix(records[row.directory], ids)[1]
+            for row in runs.itertuples(index=False)}
+    top = max([float(m.max()) for m in mats.values()] + [1e-9])
+    fig = Figure(figsize=(2.2 * len(strategies) + 1.2, 2.4 * len(budgets) + 0.6), layout="constrained")
+    axes = fig.subplots(len(budgets), len(strategies), squeeze=False)
+    image = None
+    for i, budget in enumerate(budgets):
+        for j, strategy in enumerate(strategies):
+            ax = axes[i, j]
+            mat = mats.get((strategy, budget))
+            if mat is None:
+                ax.set_visible(False)
+                continue
+            image = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=top)
+            ax.set_title(f"{strategy} @ {budget}", fontsize=8)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                ax.set_ylabel("sample", fontsize=7)
+            if i == len(budgets) - 1:
+                ax.set_xlabel("frame (decoded position)", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="visual tokens on the frame")
+    task, backbone = runs["task"].iloc[0], runs["backbone"].iloc[0]
+    fig.suptitle(f"{task} · {backbone}: where each sample's tokens went")
+    return _save(fig, path_stem)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_video_run(records: list[dict[str, Any]]) -> bool:
+    """A run over videos (more than one decoded frame per sample)."""
+    return any(int(r.get("frames_decoded") or 1) > 1 for r in records if not r.get("error"))
+
+
 def _draw(ax: Axes, runs: pd.DataFrame, cost: str, colors: Mapping[str, Any]) -> None:
     """One annotated task x backbone on one axes: the frontier as a wide translucent step under
     every strategy's line through its runs (sorted by cost) with 95% CI bars; vanilla as a star."""
@@ -384,7 +460,7 @@ def _fixed(digits: int) -> Callable[[float], str]:
 
 RUN_FORMATS: dict[str, Callable[[Any], str]] = {
     "score": _fixed(1), "ci_low": _fixed(1), "ci_high": _fixed(1), "retention": _fixed(3), "tokens": _fixed(1),
-    "patches": _fixed(0), "flops": lambda v: f"{v / 1e9:.3f}", "latency_s": _fixed(3),
+    "patches": _fixed(0), "flops": lambda v: f"{v / 1e9:.3f}", "latency_s": _fixed(3), "window_share": _fixed(3),
     "on_frontier": lambda v: "yes" if v else "", "on_strategy_frontier": lambda v: "yes" if v else "",
     "ci_overlaps_frontier": lambda v: "yes" if v else ""}
 STRATEGY_FORMATS: dict[str, Callable[[Any], str]] = {
@@ -453,13 +529,21 @@ def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterab
         raise UserError(_no_runs_message(Path(root), tasks))
     runs = annotate(runs, cost)
     strategies = strategy_table(runs, cost)
-    paired = paired_table(runs)
+    records: dict[str, list[dict[str, Any]]] = {}
+    paired = paired_table(runs, records=records)
     runs = mark_paired(runs, paired)
     colors = strategy_colors(runs["strategy"])
     out = Path(out)
     figures = [path for (task, backbone), group in runs.groupby(GROUP, sort=True)
                for path in plot_task(group, cost, out / f"{task}__{backbone}", colors)]
-    return {"runs": runs, "strategies": strategies, "paired": paired,
+    allocation = []
+    for (task, backbone), group in runs.groupby(GROUP, sort=True):
+        first = group["directory"].iloc[0]
+        if first not in records:
+            records[first] = read_records(Path(first) / SAMPLES)
+        if is_video_run(records[first]):
+            allocation += plot_allocation(group, out / f"{task}__{backbone}__allocation", records)
+    return {"runs": runs, "strategies": strategies, "paired": paired, "allocation": allocation,
             "tables": write_tables(runs, strategies, out, paired),
             "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors),
             "costs": plot_costs(runs, out / "frontier-costs", colors=colors)}
