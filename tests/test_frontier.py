@@ -182,7 +182,7 @@ def test_build_writes_tables_and_figures_for_a_new_strategy(results, tmp_path):
     md = [line.split("|")[1:-1] for line in (out / "frontier.md").read_text().splitlines()]
     row = [[c.strip() for c in line] for line in md if NEW_STRATEGY in line[2] and line[3].strip() == "0.5"
            and "videoqa" in line[0]][0]
-    assert row[7:10] == ["99.5", "95.5", "100.0"] and row[10] == "0.500" and row[15] == "yes"
+    assert row[7:10] == ["99.5", "95.5", "100.0"] and row[10] == "0.500" and row[16] == "yes"
 
     for stem in ("probe-videoqa__reference", "probe-grounding__reference", "frontier"):
         assert (out / f"{stem}.png").stat().st_size > 10_000
@@ -277,7 +277,7 @@ def test_notebook_runs_headless_on_a_results_tree(results, tmp_path, monkeypatch
     nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # two tasks and the grid
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5  # two tasks, the grid, two cost axes, allocation
     text = json.dumps(outputs)
     assert NEW_STRATEGY in text and "cost_at_95" in text and "30-30.75" in text  # tables, down to evidence size
     assert (tmp_path / "nb" / "frontier.png").exists() and (tmp_path / "nb" / "probe-videoqa__reference.png").exists()
