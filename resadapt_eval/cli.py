@@ -300,13 +300,18 @@ COST_AXES = ["tokens", "retention", "patches", "flops", "latency"]
 @click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
               help="Cost axis: LLM visual tokens, retention, encoder patches, prefill FLOPs or end-to-end latency.")
 @click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
-def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> None:
+@click.option("--subset", default="all", show_default=True, type=click.Choice(["all", "sensitive"]),
+              help="sensitive: only the samples whose vanilla answer changes under uniform-scale at --subset-budget.")
+@click.option("--subset-budget", default="0.25", show_default=True, help="The budget that defines the sensitive subset.")
+def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...], subset: str, subset_budget: str) -> None:
     """Accuracy-vs-cost Pareto frontier of the finished runs under ROOT (default: results).
 
     \b
     Writes to OUT: frontier.csv/.md (every run, on_frontier marked), strategies.csv/.md
-    (per strategy: area under its curve over log cost, cost to reach 95%/99% of vanilla),
-    one figure per task x backbone and the grid figure frontier.png/.svg.
+    (per strategy: area under its curve over log cost, cost to reach 95%/99% of vanilla, and each
+    run against uniform-scale at matched retention: paired difference, 95% CI, p; also paired.csv/.md),
+    one figure per task x backbone, the grid figure frontier.png/.svg, frontier-costs.png/.svg
+    (tokens and FLOPs side by side) and per-sample allocation heatmaps of video tasks.
     """
     import warnings
 
@@ -314,11 +319,16 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build(root, out or f"{root}/frontier", cost=cost, tasks=tasks or None)
+        default_out = f"{root}/frontier" if subset == "all" else f"{root}/frontier-{subset}-b{subset_budget}"
+        result = build(root, out or default_out, cost=cost, tasks=tasks or None, subset=subset,
+                       subset_budget=subset_budget)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     runs = result["runs"]
     click.echo(f"{len(runs)} runs, {runs.groupby(['task', 'backbone']).ngroups} task x backbone, cost axis {cost}")
+    if result.get("subset") is not None:
+        click.echo(f"sensitive subset (vanilla answer changes under uniform-scale at {subset_budget}): "
+                   + ", ".join(f"{k} {n} samples" for k, n in result["subset"].items()))
     click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
                + " (and .svg)")
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))

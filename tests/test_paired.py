@@ -16,12 +16,14 @@ from resadapt_eval.cli import main
 from resadapt_eval.core.types import UserError
 
 
-def record(i: int, score: float, metric: str = "accuracy", error: str | None = None) -> dict:
-    return {"id": f"s{i:03d}", "score": None if error else {metric: score}, "error": error}
+def record(i: int, score: float, metric: str = "accuracy", error: str | None = None, answer: str | None = None) -> dict:
+    return {"id": f"s{i:03d}", "score": None if error else {metric: score}, "error": error,
+            "prediction": answer, "parsed": answer, "tokens": 49.0, "retention": 0.25, "flops": {"total": 1e9},
+            "timings": {"e2e": 0.01}}
 
 
 def write_run(root: Path, strategy: str, budget: str, scores: list[float], retention: float,
-              metric: str = "accuracy", task: str = "probe-videoqa") -> Path:
+              metric: str = "accuracy", task: str = "probe-videoqa", answers: list[str] | None = None) -> Path:
     d = root / task / "reference" / strategy / f"b{budget}-f8"
     d.mkdir(parents=True)
     value = 100 * float(np.mean(scores))
@@ -31,7 +33,9 @@ def write_run(root: Path, strategy: str, budget: str, scores: list[float], reten
                "retention_mean": retention, "tokens_mean": 196 * retention, "patches_mean": 784.0,
                "flops_mean": 1e9 * (1 + retention), "timings_mean": {"e2e": 0.01}}
     (d / "summary.json").write_text(json.dumps(summary))
-    (d / "samples.jsonl").write_text("".join(json.dumps(record(i, s, metric)) + "\n" for i, s in enumerate(scores)))
+    answers = answers or [None] * len(scores)
+    (d / "samples.jsonl").write_text("".join(json.dumps(record(i, s, metric, answer=answers[i])) + "\n"
+                                             for i, s in enumerate(scores)))
     return d
 
 
@@ -116,3 +120,29 @@ def test_frontier_pairs_each_strategy_with_uniform_scale_at_matched_retention(tm
     built = fr.build(tmp_path, tmp_path / "frontier")
     assert (tmp_path / "frontier" / "paired.md").exists() and built["costs"][0].exists()
     assert "Paired against uniform-scale" in (tmp_path / "frontier" / "strategies.md").read_text()
+
+
+def test_sensitive_subset_keeps_the_samples_whose_vanilla_answer_changes_under_downscaling(tmp_path):
+    n = 30
+    write_run(tmp_path, "vanilla", "1", [1.0] * n, 1.0, answers=["A"] * n)
+    # uniform downscaling at 0.25 changes the answer of samples 0..9 (and misses them)
+    write_run(tmp_path, "uniform-scale", "0.25", [float(i >= 10) for i in range(n)], 0.25,
+              answers=["B" if i < 10 else "A" for i in range(n)])
+    write_run(tmp_path, "uniform-scale", "0.5", [1.0] * n, 0.5, answers=["A"] * n)
+    write_run(tmp_path, "visionzip", "0.25", [float(i >= 5) for i in range(n)], 0.25,
+              answers=["C" if i < 5 else "A" for i in range(n)])
+    built = fr.build(tmp_path, tmp_path / "sensitive", subset="sensitive", subset_budget="0.25")
+    assert built["subset"] == {"probe-videoqa · reference": 10}
+    runs = built["runs"].set_index(["strategy", "budget"])
+    assert (runs["n"] == 10).all()
+    assert runs.loc[("vanilla", "1"), "score"] == 100.0 and runs.loc[("uniform-scale", "0.25"), "score"] == 0.0
+    assert runs.loc[("visionzip", "0.25"), "score"] == pytest.approx(50.0)
+    paired = built["paired"].set_index(["strategy", "budget"])
+    assert paired.loc[("visionzip", "0.25"), "n"] == 10 and paired.loc[("visionzip", "0.25"), "diff"] == pytest.approx(50.0)
+    assert paired.loc[("visionzip", "0.25"), "p_value"] == pytest.approx(mcnemar_exact(0, 5))
+    full = fr.build(tmp_path, tmp_path / "all")["runs"].set_index(["strategy", "budget"])
+    assert full.loc[("visionzip", "0.25"), "score"] == pytest.approx(100 * 25 / 30)
+    res = CliRunner().invoke(main, ["frontier", str(tmp_path), "--subset", "sensitive", "--subset-budget", "0.5"])
+    assert res.exit_code == 0 and "0 samples" in res.output  # nothing changes at 0.5
+    res = CliRunner().invoke(main, ["frontier", str(tmp_path), "--subset", "sensitive", "--subset-budget", "0.1"])
+    assert res.exit_code == 2 and "budget 0.1" in res.output

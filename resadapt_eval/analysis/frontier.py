@@ -21,6 +21,7 @@ Conventions (higher score is better; every cost is per sample and lower is bette
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -209,13 +210,15 @@ def cost_to_reach(cost: np.ndarray, score: np.ndarray, target: float) -> float:
 # -- paired comparisons against uniform-scale --------------------------------------------------
 
 def paired_table(runs: pd.DataFrame, reference: str = PAIRED_REFERENCE, retention_tol: float = 0.01,
-                 seed: int = 0, records: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
+                 seed: int = 0, records: dict[str, list[dict[str, Any]]] | None = None,
+                 ids: dict[tuple[str, str], set[str]] | None = None) -> pd.DataFrame:
     """Every run against the `reference` strategy's run of its task x backbone x frames at matched
     retention: the reference run of the same budget when the two mean retentions differ by at most
     `retention_tol` (relative), else the reference run of closest retention within that tolerance.
     Each row holds the paired difference (run - reference, points) with its 95% bootstrap CI and
     p-value (module `paired`); a run without a match gets a row with `matched` false and no statistics.
-    `records` caches each run directory's records (read here when missing)."""
+    `records` caches each run directory's records (read here when missing); `ids` restricts each
+    task x backbone to a subset of samples (the sensitive subset)."""
     records = {} if records is None else records
 
     def recs(directory: str) -> list[dict[str, Any]]:
@@ -234,7 +237,15 @@ def paired_table(runs: pd.DataFrame, reference: str = PAIRED_REFERENCE, retentio
                "reference_budget": None if ref is None else ref.budget,
                "reference_retention": float("nan") if ref is None else ref.retention}
         if ref is not None:
-            p = compare_records(recs(ref.directory), recs(run.directory), run.main_metric, seed)
+            keep = None if ids is None else ids.get((run.task, run.backbone), set())
+            a, b = recs(ref.directory), recs(run.directory)
+            if keep is not None:
+                a, b = [r for r in a if r["id"] in keep], [r for r in b if r["id"] in keep]
+            try:
+                p = compare_records(a, b, run.main_metric, seed)
+            except UserError:  # no common scored sample (an empty subset): nothing to compare
+                rows.append({**row, "n": 0, "significant": False})
+                continue
             row.update(n=p.n, score=p.score_b, reference_score=p.score_a, diff=p.diff, ci_low=p.ci_low,
                        ci_high=p.ci_high, p_value=p.p_value, test=p.test, significant=p.significant)
         else:
@@ -263,6 +274,74 @@ def mark_paired(runs: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
     out = runs.copy()
     out["paired_significant"] = [tuple(r) in marked for r in out[keys].to_numpy().tolist()]
     return out
+
+
+# -- the compression-sensitive subset ------------------------------------------------------------
+
+SUBSETS = ("all", "sensitive")
+
+
+def _answer(record: dict[str, Any]) -> str:
+    """What a record answered, as the scorer read it (the raw text when nothing was parsed)."""
+    parsed = record.get("parsed")
+    return json.dumps(parsed, sort_keys=True, default=str) if parsed is not None else str(record.get("prediction"))
+
+
+def sensitive_ids(runs: pd.DataFrame, budget: str, records: dict[str, list[dict[str, Any]]],
+                  probe: str = PAIRED_REFERENCE) -> dict[tuple[str, str], set[str]]:
+    """Per task x backbone: the samples whose vanilla answer changes under `probe` (uniform
+    downscaling) at `budget` (VTC-Bench's compression-sensitive subset: where the budget matters).
+    A task x backbone without both runs has no subset (and is left out of a sensitive frontier)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for key, group in runs.groupby(GROUP, sort=True):
+        vanilla = group[group["strategy"] == VANILLA]
+        scaled = group[(group["strategy"] == probe) & (group["budget"].map(_budget_key) == _budget_key(budget))]
+        if vanilla.empty or scaled.empty:
+            continue
+        ref = {r["id"]: r for r in _cached(records, vanilla["directory"].iloc[0]) if not r.get("error")}
+        low = {r["id"]: r for r in _cached(records, scaled["directory"].iloc[0]) if not r.get("error")}
+        out[key] = {i for i in ref.keys() & low.keys() if _answer(ref[i]) != _answer(low[i])}
+    return out
+
+
+def _budget_key(budget: Any) -> str:
+    return f"{float(budget):g}" if _is_number(str(budget)) else str(budget)
+
+
+def _cached(records: dict[str, list[dict[str, Any]]], directory: str) -> list[dict[str, Any]]:
+    if directory not in records:
+        records[directory] = read_records(Path(directory) / SAMPLES)
+    return records[directory]
+
+
+def subset_runs(runs: pd.DataFrame, ids: dict[tuple[str, str], set[str]],
+                records: dict[str, list[dict[str, Any]]], seed: int = 0) -> pd.DataFrame:
+    """`runs` (rows of `load_runs`) re-measured on a subset of samples per task x backbone: the main
+    metric with its bootstrap CI and the mean costs over the subset's scored records only."""
+    from resadapt_eval.pipeline.records import bootstrap_ci
+
+    rows = []
+    for run in runs.to_dict("records"):
+        keep = ids.get((run["task"], run["backbone"]))
+        if keep is None:
+            continue
+        recs = [r for r in _cached(records, run["directory"]) if r["id"] in keep and not r.get("error")]
+        values = np.array([float(r["score"][run["main_metric"]]) for r in recs], dtype=float)
+        lo, hi = bootstrap_ci(values, seed)
+
+        def mean(get: Callable[[dict[str, Any]], Any]) -> float:
+            vals = [get(r) for r in recs]
+            vals = [float(v) for v in vals if v is not None]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        run.update(n=len(recs), score=100 * float(values.mean()) if len(values) else float("nan"),
+                   ci_low=100 * lo, ci_high=100 * hi, retention=mean(lambda r: r.get("retention")),
+                   tokens=mean(lambda r: r.get("tokens")), patches=mean(lambda r: r.get("patches")),
+                   flops=mean(lambda r: (r.get("flops") or {}).get("total")),
+                   latency_s=mean(lambda r: (r.get("timings") or {}).get("e2e")),
+                   window_share=mean(lambda r: r.get("window_share")))
+        rows.append(run)
+    return pd.DataFrame(rows, columns=runs.columns)
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -519,18 +598,31 @@ def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path,
     return paths
 
 
-def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterable[str] | None = None) -> dict[str, Any]:
+def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterable[str] | None = None,
+          subset: str = "all", subset_budget: str = "0.25") -> dict[str, Any]:
     """Load every run under `root`, then write the tables, one figure per task x backbone and the grid
-    figure to `out`; returns the annotated runs, the strategy table and the paths written."""
+    figure to `out`; returns the annotated runs, the strategy table and the paths written.
+
+    `subset="sensitive"` measures every run on the samples whose vanilla answer changes under
+    uniform-scale at `subset_budget` only (`sensitive_ids`)."""
     cost_column(cost)
+    if subset not in SUBSETS:
+        raise UserError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     tasks = list(tasks) if tasks else None
     runs = load_runs(root, tasks)
     if runs.empty:
         raise UserError(_no_runs_message(Path(root), tasks))
+    records: dict[str, list[dict[str, Any]]] = {}
+    ids = None
+    if subset == "sensitive":
+        ids = sensitive_ids(runs, subset_budget, records)
+        if not ids:
+            raise UserError(f"the sensitive subset needs a {VANILLA} run and a {PAIRED_REFERENCE} run at budget "
+                            f"{subset_budget} of a task; run them, or pass --subset-budget with one that exists")
+        runs = subset_runs(runs, ids, records)
     runs = annotate(runs, cost)
     strategies = strategy_table(runs, cost)
-    records: dict[str, list[dict[str, Any]]] = {}
-    paired = paired_table(runs, records=records)
+    paired = paired_table(runs, records=records, ids=ids)
     runs = mark_paired(runs, paired)
     colors = strategy_colors(runs["strategy"])
     out = Path(out)
@@ -544,6 +636,7 @@ def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterab
         if is_video_run(records[first]):
             allocation += plot_allocation(group, out / f"{task}__{backbone}__allocation", records)
     return {"runs": runs, "strategies": strategies, "paired": paired, "allocation": allocation,
+            "subset": {f"{t} · {b}": len(v) for (t, b), v in ids.items()} if ids is not None else None,
             "tables": write_tables(runs, strategies, out, paired),
             "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors),
             "costs": plot_costs(runs, out / "frontier-costs", colors=colors)}
