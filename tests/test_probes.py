@@ -131,3 +131,12 @@ def test_load_card_provisions_the_chosen_split(tmp_path, monkeypatch):
         samples = ADAPTERS.get(card.adapter)().load(card)
         assert [s.id.rsplit("-", 2)[-2] for s in samples] == [str(seed)] * 3, [s.id for s in samples]
         assert card.data_root == tmp_path / "probes" / "probe-math" / split
+
+
+def test_training_splits_build_under_resadapt_home_apart_from_dev_and_test(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
+    root = probes.ensure_built_train("probe-math", n=1, seed=2)
+    assert root == tmp_path / "probes-train" / "probe-math-2"
+    assert json.loads((root / "PROBE.json").read_text())["seed"] == probes.TRAIN_SEED_BASE + 2
