@@ -29,7 +29,9 @@ from resadapt_eval.strategies import STRATEGIES
 from resadapt_eval.core.strategy import Context
 from resadapt_eval.core.types import Frames, Output, Plan, Sample, SampleError, UserError
 
-HARNESS_SCHEMA = 1
+# 2: FLOPs checked against torch (dense attention, real windows, Qwen3-VL MLP and deepstack mergers),
+# decode FLOPs, window_share on temporal grounding: records of schema 1 must not mix into a schema-2 run.
+HARNESS_SCHEMA = 2
 NOT_HASHED = ("limit", "out", "progress", "data_root", "prefetch")
 
 
