@@ -16,6 +16,7 @@ def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
                                     "vanilla,uniform-scale", "--budgets", "0.25,1.0", "--limit", "4"])
     assert res.exit_code == 0, res.output
     assert "4 configurations" in res.output and "figures:" in res.output and "test split" in res.output
+    assert f"report: {out / 'view' / 'index.html'}" in res.output and (out / "view" / "index.html").is_file()
     assert (tmp_path / "home" / "probes" / "probe-math" / "test" / "PROBE.json").exists()  # the held-out split
     assert not (tmp_path / "home" / "probes" / "probe-math" / "dev").exists()
     front = out / "frontier"
