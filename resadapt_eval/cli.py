@@ -185,27 +185,26 @@ def probe() -> None:
 @click.option("--task", "tasks", multiple=True, required=True,
               type=click.Choice(["probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math"]),
               help="Probe to build (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Evaluation seed (training uses >= 1,000,000).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["dev", "test"]),
+              help="Which split (its seed and folder from the task card): dev for development, test for reporting.")
+@click.option("--seed", type=int, default=None, help="Another evaluation seed (training uses >= 1,000,000); needs --out.")
 @click.option("--n", type=int, default=200, show_default=True, help="Number of samples.")
-@click.option("--out", default=None, help="Data root (default: the task card's, $RESADAPT_HOME/probes/<task>).")
-def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> None:
+@click.option("--out", default=None, help="Data root (default: the task card's, $RESADAPT_HOME/probes/<task>/<split>).")
+def probe_build(tasks: tuple[str, ...], split: str, seed: int | None, n: int, out: str | None) -> None:
     """Write a probe's evaluation split in the layout of the benchmark it mirrors."""
+    from resadapt_eval.adapters.base import TaskCard
     from resadapt_eval.probes import TRAIN_SEED_BASE, build
 
-    if seed >= TRAIN_SEED_BASE:
+    if seed is not None and seed >= TRAIN_SEED_BASE:
         raise UserError(f"--seed must be below {TRAIN_SEED_BASE}: higher seeds are the reference model's training data")
+    if seed is not None and out is None:
+        raise UserError("--seed without --out would put another seed in a split's folder; pass --out, or --split")
     for task in tasks:
-        root = (out if len(tasks) == 1 else f"{out}/{task}") if out else _card_root(task)
-        path = build(task, root, seed=seed, n=n)
-        click.echo(f"{task}: {n} samples (seed {seed}) in {path}")
-
-
-def _card_root(task: str) -> str:
-    import yaml
-
-    from resadapt_eval.adapters.base import _expand, find_card
-    raw = yaml.safe_load(find_card(task).path.read_text())
-    return _expand(raw["data_root"])
+        card = TaskCard.load(task, overrides={"split": split})
+        root = (out if len(tasks) == 1 else f"{out}/{task}") if out else str(card.data_root)
+        used = card.probe["seed"] if seed is None else seed
+        path = build(task, root, seed=used, n=n)
+        click.echo(f"{task}: {n} samples ({split if seed is None else 'custom'} split, seed {used}) in {path}")
 
 
 def _sweep_file(ctx, _param, path):
@@ -305,22 +304,28 @@ def _report(result) -> None:
 
 
 @main.command()
-@click.option("--out", default="results", show_default=True, help="Results root of the sweep and the frontier.")
+@click.option("--out", default=None, help="Results root of the sweep and the frontier (default: results; results/dev for --split dev).")
 @click.option("--backbone", default="reference", show_default=True)
 @click.option("--tasks", default="probe-videoqa,probe-longvideo,probe-grounding,probe-math", show_default=True)
 @click.option("--strategies", default=None, help="Comma-separated (default: every registered strategy).")
 @click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N samples of each task (a quick look).")
-def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: str, limit: int | None) -> None:
+@click.option("--split", default="test", show_default=True, type=click.Choice(["dev", "test"]),
+              help="Probe split: test (held out, what is reported) or dev (for development).")
+def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: str, limit: int | None,
+         split: str) -> None:
     """Run the reference sweep on the probes and draw its accuracy-vs-tokens frontier (`make demo`)."""
     from resadapt_eval.tools.demo import run_demo
 
+    out = out or ("results" if split == "test" else "results/dev")
     done = run_demo(out, backbone, _split(tasks), _split(strategies) if strategies else None, _split(budgets),
-                    limit, on_result=_report)
+                    limit, on_result=_report, split=split)
     table = done.frontier["strategies"][["task", "strategy", "best_score", "auc_logcost", "cost_at_95"]]
+    click.echo(f"{split} split")
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     click.echo(f"{len(done.results)} configurations in {done.sweep_s:.1f} s, frontier in {done.frontier_s:.1f} s")
-    click.echo(f"figures: {done.frontier['grid'][0]} (and one per task); tables: "
+    click.echo(f"figures: {done.frontier['grid'][0]}, {done.frontier['costs'][0]} (tokens and FLOPs side by side) "
+               f"and one per task; tables: "
                f"{', '.join(map(str, done.frontier['tables']))}")
     click.echo(f"report: {done.site.index} ({done.site.pages} pages in {done.site.seconds:.1f} s; open it in a browser)")
 
@@ -335,13 +340,18 @@ COST_AXES = ["tokens", "retention", "patches", "flops", "latency"]
 @click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
               help="Cost axis: LLM visual tokens, retention, encoder patches, prefill FLOPs or end-to-end latency.")
 @click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
-def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> None:
+@click.option("--subset", default="all", show_default=True, type=click.Choice(["all", "sensitive"]),
+              help="sensitive: only the samples whose vanilla answer changes under uniform-scale at --subset-budget.")
+@click.option("--subset-budget", default="0.25", show_default=True, help="The budget that defines the sensitive subset.")
+def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...], subset: str, subset_budget: str) -> None:
     """Accuracy-vs-cost Pareto frontier of the finished runs under ROOT (default: results).
 
     \b
     Writes to OUT: frontier.csv/.md (every run, on_frontier marked), strategies.csv/.md
-    (per strategy: area under its curve over log cost, cost to reach 95%/99% of vanilla),
-    one figure per task x backbone and the grid figure frontier.png/.svg.
+    (per strategy: area under its curve over log cost, cost to reach 95%/99% of vanilla, and each
+    run against uniform-scale at matched retention: paired difference, 95% CI, p; also paired.csv/.md),
+    one figure per task x backbone, the grid figure frontier.png/.svg, frontier-costs.png/.svg
+    (tokens and FLOPs side by side) and per-sample allocation heatmaps of video tasks.
     """
     import warnings
 
@@ -349,14 +359,44 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build(root, out or f"{root}/frontier", cost=cost, tasks=tasks or None)
+        default_out = f"{root}/frontier" if subset == "all" else f"{root}/frontier-{subset}-b{subset_budget}"
+        result = build(root, out or default_out, cost=cost, tasks=tasks or None, subset=subset,
+                       subset_budget=subset_budget)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     runs = result["runs"]
     click.echo(f"{len(runs)} runs, {runs.groupby(['task', 'backbone']).ngroups} task x backbone, cost axis {cost}")
+    if result.get("subset") is not None:
+        click.echo(f"sensitive subset (vanilla answer changes under uniform-scale at {subset_budget}): "
+                   + ", ".join(f"{k} {n} samples" for k, n in result["subset"].items()))
     click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
                + " (and .svg)")
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False))
+@click.option("--metric", default=None, help="Score to compare (default: RUN_A's main metric).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paired bootstrap.")
+@click.option("--json", "json_path", default=None, help="Also write the comparison as JSON here.")
+def compare(run_a: str, run_b: str, metric: str | None, seed: int, json_path: str | None) -> None:
+    """Paired comparison of RUN_B against RUN_A on the samples both scored.
+
+    \b
+    Prints B - A in points with a 95% paired bootstrap CI, and the exact McNemar p-value for a
+    binary score (accuracy) or the paired bootstrap's for a continuous one (IoU).
+    """
+    from resadapt_eval.analysis.paired import compare_runs, describe, format_paired, load_run
+    from resadapt_eval.pipeline.records import write_json
+
+    result = compare_runs(run_a, run_b, metric, seed)
+    click.echo(format_paired(result, f"{run_a}  [{describe(load_run(run_a)[0])}]",
+                             f"{run_b}  [{describe(load_run(run_b)[0])}]"))
+    if json_path:
+        from pathlib import Path
+
+        write_json(Path(json_path), {"run_a": run_a, "run_b": run_b, **result.to_json()})
 
 
 @main.command()

@@ -290,3 +290,45 @@ def test_missing_annotations_name_the_hint(tmp_path):
 def test_default_data_root_follows_hf_home(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert TaskCard.load("charades_sta").data_root == tmp_path / "hf" / "charades_sta"
+
+
+# ------------------------------------------------------------ where the tokens went (GT window share)
+
+def test_window_token_share_weights_chunks_by_area_and_frames_by_time():
+    from resadapt_eval.core.types import Chunk, Frames, Plan
+    from resadapt_eval.pipeline.shares import window_token_share
+
+    frames = Frames("video", np.zeros((6, 56, 56, 3), np.uint8), [0, 2, 4, 6, 8, 10], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+                    2.0, 12)
+    chunks = (Chunk((0, 1), 28, 28), Chunk((2, 3), 56, 56), Chunk((4, 5), 28, 28))
+    plan = Plan("video", chunks, tokens=6, vanilla_tokens=12, limit=6)
+    assert window_token_share(plan, frames, (2.0, 3.0)) == pytest.approx(4 / 6)      # the big chunk, whole
+    assert window_token_share(plan, frames, (3.0, 4.0)) == pytest.approx((2 + 0.5) / 6)  # half of two chunks
+    assert window_token_share(plan, frames, (10.0, 20.0)) == 0.0
+    assert window_token_share(plan, frames, (5.0, 0.0)) == pytest.approx(1.0)        # reversed window, all inside
+
+
+def test_runs_record_the_token_share_inside_the_window_and_the_frontier_shows_it(tmp_path, tiny25):
+    from resadapt_eval.analysis import frontier as fr
+    from resadapt_eval.pipeline.records import read_records
+    from resadapt_eval.pipeline.runner import RunConfig, run
+
+    root = make_charades(tmp_path / "charades_sta")
+    shares = {}
+    for strategy in ("uniform-scale", "uniform-frames"):
+        result = run(RunConfig(task="charades_sta", backbone=str(tiny25), strategy=strategy, budget="0.5", frames=8,
+                               data_root=str(root), out=str(tmp_path / "results"), max_new_tokens=4, progress=False))
+        records = {r["id"]: r for r in read_records(result.directory / "samples.jsonl")}
+        ok = {k: r["window_share"] for k, r in records.items() if not r.get("error")}
+        assert all("window_share" not in r for r in records.values() if r.get("error"))
+        assert ok["0000-AO8RW"] == 0.0 and ok["0001-AO8RW"] == 1.0   # window after the 2 s clip; window over all of it
+        assert all(0.0 <= v <= 1.0 for v in ok.values())
+        assert result.summary["window_share_mean"] == pytest.approx(np.mean(list(ok.values())))
+        shares[strategy] = ok
+    # 8 of Y6R7T's 20 frames at 8 fps, decoded at 0, .375, .625, 1.0, 1.375, 1.75, 2.0, 2.375 s: four inside [1.3, 2.7]
+    assert shares["uniform-scale"]["0002-Y6R7T"] == pytest.approx(0.5)
+    table = fr.load_runs(tmp_path / "results").set_index("strategy")
+    assert table.loc["uniform-scale", "window_share"] == pytest.approx(np.mean(list(shares["uniform-scale"].values())))
+    built = fr.build(tmp_path / "results", tmp_path / "frontier")
+    assert "window_share" in (tmp_path / "frontier" / "frontier.md").read_text().splitlines()[0]
+    assert built["allocation"] and built["allocation"][0].name == "charades_sta__tiny-qwen2_5_vl__allocation.png"

@@ -15,11 +15,13 @@ def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--tasks", "probe-math", "--strategies",
                                     "vanilla,uniform-scale", "--budgets", "0.25,1.0", "--limit", "4"])
     assert res.exit_code == 0, res.output
-    assert "4 configurations" in res.output and "figures:" in res.output
+    assert "4 configurations" in res.output and "figures:" in res.output and "test split" in res.output
     assert f"report: {out / 'view' / 'index.html'}" in res.output and (out / "view" / "index.html").is_file()
+    assert (tmp_path / "home" / "probes" / "probe-math" / "test" / "PROBE.json").exists()  # the held-out split
+    assert not (tmp_path / "home" / "probes" / "probe-math" / "dev").exists()
     front = out / "frontier"
     for name in ("frontier.csv", "frontier.md", "strategies.md", "frontier.png", "frontier.svg",
-                 "probe-math__reference.png"):
+                 "probe-math__reference.png", "frontier-costs.png", "paired.md"):
         assert (front / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(front / "frontier.csv")))
     assert {(r["strategy"], r["budget"]) for r in rows} == {("vanilla", "0.25"), ("vanilla", "1"),

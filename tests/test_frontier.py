@@ -182,7 +182,7 @@ def test_build_writes_tables_and_figures_for_a_new_strategy(results, tmp_path):
     md = [line.split("|")[1:-1] for line in (out / "frontier.md").read_text().splitlines()]
     row = [[c.strip() for c in line] for line in md if NEW_STRATEGY in line[2] and line[3].strip() == "0.5"
            and "videoqa" in line[0]][0]
-    assert row[7:10] == ["99.5", "95.5", "100.0"] and row[10] == "0.500" and row[15] == "yes"
+    assert row[7:10] == ["99.5", "95.5", "100.0"] and row[10] == "0.500" and row[16] == "yes"
 
     for stem in ("probe-videoqa__reference", "probe-grounding__reference", "frontier"):
         assert (out / f"{stem}.png").stat().st_size > 10_000
@@ -224,13 +224,24 @@ def test_evidence_runs_and_summaries(results):
     assert by_size.shape == (len(VIDEOQA), 2)
 
 
+def test_allocation_matrix_spreads_each_chunks_tokens_over_its_frames():
+    ids, mat = fr.allocation_matrix([video_record(0, "uniform-scale", True, 1.0)])
+    assert ids == ["0000-pvqa-0-00000"] and mat.shape == (1, 8) and np.allclose(mat, 36 / 8)
+    record = video_record(1, NEW_STRATEGY, True, 1.0)  # three small chunks, the evidence chunk (frames 6, 7) at full size
+    _, mat = fr.allocation_matrix([record], ids=["missing", record["id"]])
+    assert mat[0].sum() == 0 and mat[1].sum() == pytest.approx(record["tokens"])
+    assert mat[1, 6] == mat[1, 7] == pytest.approx(record["tokens"] * 196 ** 2 / (3 * 56 ** 2 + 196 ** 2) / 2)
+
+
 # -- the CLI and the notebook ------------------------------------------------------------------
 
 def test_cli_writes_every_output(results, tmp_path):
     out = tmp_path / "cli"
     res = CliRunner().invoke(main, ["frontier", str(results), "--out", str(out), "--cost", "tokens"])
     assert res.exit_code == 0, res.output
-    expected = ["frontier.csv", "frontier.md", "strategies.csv", "strategies.md", "frontier.png", "frontier.svg"]
+    expected = ["frontier.csv", "frontier.md", "strategies.csv", "strategies.md", "frontier.png", "frontier.svg",
+                "paired.csv", "paired.md", "frontier-costs.png", "frontier-costs.svg",
+                "probe-videoqa__reference__allocation.png", "probe-videoqa__reference__allocation.svg"]
     expected += [f"{t}__reference.{ext}" for t in ("probe-videoqa", "probe-grounding") for ext in ("png", "svg")]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert str(out / "frontier.md") in res.output
@@ -266,7 +277,7 @@ def test_notebook_runs_headless_on_a_results_tree(results, tmp_path, monkeypatch
     nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # two tasks and the grid
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5  # two tasks, the grid, two cost axes, allocation
     text = json.dumps(outputs)
     assert NEW_STRATEGY in text and "cost_at_95" in text and "30-30.75" in text  # tables, down to evidence size
     assert (tmp_path / "nb" / "frontier.png").exists() and (tmp_path / "nb" / "probe-videoqa__reference.png").exists()

@@ -181,9 +181,20 @@ def test_closest_choice_fallback_counts_in_accuracy_closest_only():
     ("Step 1: 500 + 500 = 1000. The answer is 1000.", "1000", "answer_is_number"),
     ("500 and 500 make 1000 in total", "1000", "last_number"), ("۱۰۰۰", "1000", "int"), ("-3", "-3", "int"),
     ("1000.7", "1000", "number"),  # int(float(x)) truncates, as lmms-eval
+    # scientific notation reads as its value (it used to read "1e3" as 1)
+    ("1e3", "1000", "number"), ("1E3", "1000", "number"), ("1e3 g", "1000", "number"),
+    ("The answer is 1.2e+3 g.", "1200", "number"), ("-2e2", "-200", "number"),
 ])
 def test_integer_reading(response, answer, how):
     assert read_answer(response, Problem("free_form", "integer", None, "g", float("nan"))) == (answer, how)
+
+
+@pytest.mark.parametrize("response, answer, how", [
+    ("2.5e2 g", "250.0", "number"), ("2.5E2", "250.0", "float"), ("It weighs 2.5e2 g in total", "250.0", "number"),
+    ("1.5e-3", "0.0", "float"), ("about 3.25e1", "32.5", "number"), ("3e", "3.0", "number"),
+])
+def test_float_reading_of_scientific_notation(response, answer, how):
+    assert read_answer(response, Problem("free_form", "float", None, "g", 1.0)) == (answer, how)
 
 
 def test_weak_guesses_are_left_to_the_judge_when_there_is_one():

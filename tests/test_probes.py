@@ -94,3 +94,49 @@ def test_the_reference_backbone_training_data_is_unchanged():
         assert item.evidence["period"] == 8
     for task in ("probe-videoqa", "probe-grounding", "probe-math"):
         assert probes.REFERENCE_TRAINING_GENERATORS[task] is probes.GENERATORS[task]
+
+
+# -- dev and test splits -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", list(probes.GENERATORS))
+def test_every_probe_card_has_a_dev_and_a_held_out_test_split(task, tmp_path, monkeypatch):
+    from resadapt_eval.core.types import UserError
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
+    test = TaskCard.load(task)  # the default: what the demo, the docs and the committed runs report
+    dev = TaskCard.load(task, overrides={"split": "dev"})
+    assert (test.split, test.probe["seed"], dev.split, dev.probe["seed"]) == ("test", 1, "dev", 0)
+    assert test.data_root == tmp_path / "probes" / task / "test" and dev.data_root == test.data_root.parent / "dev"
+    assert test.to_dict() != dev.to_dict()  # a different split is a different configuration (hash)
+    given = TaskCard.load(task, data_root=str(tmp_path / "mine"), overrides={"split": "dev"})
+    assert given.data_root == tmp_path / "mine" and given.probe["seed"] == 0
+    with pytest.raises(UserError, match="no split 'val'"):
+        TaskCard.load(task, overrides={"split": "val"})
+
+
+def test_a_real_benchmark_has_no_splits_to_choose():
+    from resadapt_eval.core.types import UserError
+
+    with pytest.raises(UserError, match="no dev/test splits"):
+        TaskCard.load("videomme", overrides={"split": "dev"})
+
+
+def test_load_card_provisions_the_chosen_split(tmp_path, monkeypatch):
+    from resadapt_eval.pipeline.runner import load_card
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
+    small = {"n": 3, "splits": {"dev": 0, "test": 1}}
+    for split, seed in (("test", 1), ("dev", 0)):
+        card = load_card("probe-math", overrides={"probe": small, "split": split})
+        samples = ADAPTERS.get(card.adapter)().load(card)
+        assert [s.id.rsplit("-", 2)[-2] for s in samples] == [str(seed)] * 3, [s.id for s in samples]
+        assert card.data_root == tmp_path / "probes" / "probe-math" / split
+
+
+def test_training_splits_build_under_resadapt_home_apart_from_dev_and_test(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
+    root = probes.ensure_built_train("probe-math", n=1, seed=2)
+    assert root == tmp_path / "probes-train" / "probe-math-2"
+    assert json.loads((root / "PROBE.json").read_text())["seed"] == probes.TRAIN_SEED_BASE + 2

@@ -22,7 +22,7 @@ CARD_SUFFIXES = (".yaml", ".yml")
 
 # Keys every card may hold, whatever its adapter; an adapter adds the ones it reads (`card_keys`).
 COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations",
-                    "protocol")
+                    "protocol", "split")  # split: a probe card's dev or test split
 JUDGE_KEY = "judge_url"
 
 
@@ -125,6 +125,25 @@ def _expand(value: str) -> str:
     return os.path.expanduser(os.path.expandvars(value))
 
 
+def resolve_split(task: str, spec: dict[str, Any] | None, split: str | None) -> tuple[dict[str, Any], str]:
+    """A probe card's recipe for one split: `probe: {n, splits: {dev: SEED, test: SEED}, split: DEFAULT}`
+    becomes `{n, seed, split}`; the second value names the split's folder under the card's data root.
+
+    `dev` is the split development looks at (recipes, probe versions, allocator settings); `test` is
+    held out and is what the demo, the docs' findings and the committed baseline runs report.
+    """
+    splits = (spec or {}).get("splits")
+    if not splits:
+        raise UserError(f"task {task!r} has no dev/test splits (only generated probe tasks do); "
+                        "drop the split option for it")
+    chosen = str(split or spec.get("split") or "test")
+    if chosen not in splits:
+        raise UserError(f"task {task!r} has no split {chosen!r}; choose one of {', '.join(splits)} "
+                        "(--task-option split=NAME)")
+    recipe = {k: v for k, v in spec.items() if k not in ("splits", "split")}
+    return {**recipe, "seed": int(splits[chosen]), "split": chosen}, chosen
+
+
 @dataclass(frozen=True)
 class TaskCard:
     """One task's settings, read from `tasks/<name>.yaml` (data root may be overridden).
@@ -142,6 +161,11 @@ class TaskCard:
     missing_hint: str = ""
     root_given: bool = False  # the user named the data root (--data-root): never generate data there
     protocol: str = "fixed"   # the reference protocol the card's defaults follow (core/protocol.py)
+
+    @property
+    def split(self) -> str | None:
+        """Which split of a generated task this card reads (`dev` or `test`), or None."""
+        return (self.probe or {}).get("split")
 
     @property
     def probe(self) -> dict[str, Any] | None:
@@ -170,6 +194,10 @@ class TaskCard:
             refuse_credentials(str(raw["judge_url"]))
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
         raw.pop("data_root", None)
+        if "split" in raw or (raw.get("probe") or {}).get("splits"):
+            raw["probe"], split_dir = resolve_split(name, raw.get("probe"), raw.pop("split", None))
+            if data_root is None:  # each split in its own folder under the card's root
+                root = root / split_dir
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
                    max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
                    protocol=str(raw.pop("protocol", "fixed")), options=raw, root_given=data_root is not None)

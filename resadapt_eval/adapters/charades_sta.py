@@ -276,6 +276,11 @@ class CharadesSTA:
             meta=meta,
         )
 
+    def evidence_window(self, sample: Sample) -> tuple[float, float] | None:
+        """The ground-truth window in seconds: the runner records the share of tokens spent inside it."""
+        target = sample.target
+        return (float(target[0]), float(target[1])) if isinstance(target, (list, tuple)) and len(target) == 2 else None
+
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:
         gt = [float(t) for t in sample.target]
         try:

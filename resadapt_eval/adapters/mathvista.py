@@ -61,6 +61,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,8 +218,9 @@ def safe_equal(prediction: Any, answer: Any) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩０１２３４５６７８９", "0123456789" * 3)
+# A number, with an optional exponent ("1e3", "2.5E-2") read as its value: without it "1e3" read as 1.
 _NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_.])([-−]))?(?<![A-Za-z0-9_.])"
-                     r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?!\d)")
+                     r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE]([-+−]?\d+))?(?!\d)")
 _LEAD_IN = re.compile(
     r"(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?(?:final\s+|correct\s+|best\s+|right\s+)?"
     r"(?:answer|option|choice)\b(?:\s+is)?\s*[:：]?|答案[是为：:]?|最终答案[是为：:]?", re.IGNORECASE)
@@ -270,7 +272,16 @@ def _norm_text(text: str) -> str:
 
 
 def _numbers(text: str) -> list[str]:
-    return [(sign and "-") + num.replace(",", "") for sign, num in _NUMBER.findall(text.translate(_DIGITS))]
+    """Every number in `text` as a plain decimal string ("1,000" -> "1000", "2.5e2" -> "250")."""
+    out = []
+    for sign, num, exp in _NUMBER.findall(text.translate(_DIGITS)):
+        num = num.replace(",", "")
+        if exp:
+            num = format(Decimal(f"{num}e{exp.replace('−', '-')}"), "f")
+            if "." in num:
+                num = num.rstrip("0").rstrip(".")
+        out.append((sign and "-") + num)
+    return out
 
 
 def _choice_from_core(core: str, choices: list[str]) -> tuple[str | None, str]:

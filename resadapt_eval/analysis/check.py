@@ -13,13 +13,13 @@ samples, another budget) is a usage error, not a failure.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from resadapt_eval.analysis.paired import mcnemar_exact, paired_bootstrap  # noqa: F401 (re-exported)
 from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
 from resadapt_eval.core.types import UserError
 
@@ -82,32 +82,6 @@ class CheckResult:
 
 
 # -- statistics -------------------------------------------------------------------------------------
-
-def mcnemar_exact(lost: int, gained: int) -> float:
-    """Two-sided exact McNemar p-value: under no change each discordant pair is a fair coin."""
-    n = lost + gained
-    if n == 0:
-        return 1.0
-    k = min(lost, gained)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def paired_bootstrap(diff: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float]:
-    """(two-sided p-value, 95% CI low, high) of the mean of paired differences.
-
-    The p-value resamples the differences re-centred on zero (the null of no change) and counts
-    means at least as far from zero as the observed one."""
-    if len(diff) == 0:
-        return 1.0, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(resamples, len(diff)))
-    means = diff[idx].mean(axis=1)
-    centred = (diff - diff.mean())[idx].mean(axis=1)
-    observed = abs(diff.mean())
-    p = float((np.abs(centred) >= observed - 1e-12).mean()) if observed > 0 else 1.0
-    return p, float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
 
 def _binary(values: np.ndarray) -> bool:
     return bool(np.isin(values, (0.0, 1.0)).all())

@@ -21,6 +21,7 @@ Conventions (higher score is better; every cost is per sample and lower is bette
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -32,6 +33,7 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from resadapt_eval.analysis.paired import compare_records
 from resadapt_eval.pipeline.media import uniform_indices
 from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
 from resadapt_eval.core.types import UserError
@@ -42,19 +44,24 @@ COST_LABELS: dict[str, str] = {
     "tokens": "LLM visual tokens per sample (log)",
     "retention": "retention: visual tokens / vanilla tokens (log)",
     "patches": "vision-encoder patches per sample (log)",
-    "flops": "prefill FLOPs per sample, vision + LLM (log)",
+    "flops": "prefill FLOPs per sample: vision encode + LLM + planner (log)",
     "latency": "end-to-end latency per sample, s (log)",
 }
 METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy (%)", "iou": "mIoU (%)", "iou_robust": "mIoU, robust parser (%)"}
 VANILLA = "vanilla"
 GROUP = ["task", "backbone"]
 RUN_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "n", "main_metric", "score", "ci_low", "ci_high",
-               "retention", "tokens", "patches", "flops", "latency_s", "directory"]
+               "retention", "tokens", "patches", "flops", "latency_s", "window_share", "directory"]
+# window_share: mean share of visual tokens inside the ground-truth window (temporal grounding only)
 TABLE_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "n", "main_metric", "score", "ci_low", "ci_high",
-                 "retention", "tokens", "patches", "flops", "latency_s", "on_frontier", "on_strategy_frontier",
-                 "ci_overlaps_frontier"]
+                 "retention", "tokens", "patches", "flops", "latency_s", "window_share", "on_frontier",
+                 "on_strategy_frontier", "ci_overlaps_frontier"]
 STRATEGY_COLUMNS = ["task", "backbone", "strategy", "points", "best_score", "vanilla_score", "auc_logcost",
                     "cost_at_95", "cost_at_99"]
+PAIRED_REFERENCE = "uniform-scale"
+PAIRED_COLUMNS = ["task", "backbone", "strategy", "budget", "frames", "retention", "reference", "reference_budget",
+                  "reference_retention", "matched", "n", "score", "reference_score", "diff", "ci_low", "ci_high",
+                  "p_value", "test", "significant"]
 EVIDENCE_COLUMNS = ["id", "evidence_size", "tokens", "evidence_share", "evidence_tokens", "score"]
 
 
@@ -88,7 +95,8 @@ def run_row(summary: dict[str, Any], directory: Path) -> dict[str, Any]:
             "ci_high": _number(main.get("ci_high")), "retention": _number(summary.get("retention_mean")),
             "tokens": _number(_first(summary.get("llm_visual_tokens_mean"), summary.get("tokens_mean"))), "patches": _number(summary.get("patches_mean")),
             "flops": _number(summary.get("flops_mean")),
-            "latency_s": _number((summary.get("timings_mean") or {}).get("e2e")), "directory": str(directory)}
+            "latency_s": _number((summary.get("timings_mean") or {}).get("e2e")),
+            "window_share": _number(summary.get("window_share_mean")), "directory": str(directory)}
 
 
 def _first(*values: Any) -> Any:
@@ -205,6 +213,143 @@ def cost_to_reach(cost: np.ndarray, score: np.ndarray, target: float) -> float:
     return float(cost[hit].min()) if hit.any() else float("nan")
 
 
+# -- paired comparisons against uniform-scale --------------------------------------------------
+
+def paired_table(runs: pd.DataFrame, reference: str = PAIRED_REFERENCE, retention_tol: float = 0.01,
+                 seed: int = 0, records: dict[str, list[dict[str, Any]]] | None = None,
+                 ids: dict[tuple[str, str], set[str]] | None = None) -> pd.DataFrame:
+    """Every run against the `reference` strategy's run of its task x backbone x frames at matched
+    retention: the reference run of the same budget when the two mean retentions differ by at most
+    `retention_tol` (relative), else the reference run of closest retention within that tolerance.
+    Each row holds the paired difference (run - reference, points) with its 95% bootstrap CI and
+    p-value (module `paired`); a run without a match gets a row with `matched` false and no statistics.
+    `records` caches each run directory's records (read here when missing); `ids` restricts each
+    task x backbone to a subset of samples (the sensitive subset)."""
+    records = {} if records is None else records
+
+    def recs(directory: str) -> list[dict[str, Any]]:
+        if directory not in records:
+            records[directory] = read_records(Path(directory) / SAMPLES)
+        return records[directory]
+
+    rows = []
+    refs_all = runs[runs["strategy"] == reference]
+    for run in runs[runs["strategy"] != reference].itertuples(index=False):
+        refs = refs_all[(refs_all["task"] == run.task) & (refs_all["backbone"] == run.backbone)
+                        & (refs_all["frames"] == run.frames)]
+        ref = _matched_reference(run, refs, retention_tol)
+        row = {"task": run.task, "backbone": run.backbone, "strategy": run.strategy, "budget": run.budget,
+               "frames": run.frames, "retention": run.retention, "reference": reference, "matched": ref is not None,
+               "reference_budget": None if ref is None else ref.budget,
+               "reference_retention": float("nan") if ref is None else ref.retention}
+        if ref is not None:
+            keep = None if ids is None else ids.get((run.task, run.backbone), set())
+            a, b = recs(ref.directory), recs(run.directory)
+            if keep is not None:
+                a, b = [r for r in a if r["id"] in keep], [r for r in b if r["id"] in keep]
+            try:
+                p = compare_records(a, b, run.main_metric, seed)
+            except UserError:  # no common scored sample (an empty subset): nothing to compare
+                rows.append({**row, "n": 0, "significant": False})
+                continue
+            row.update(n=p.n, score=p.score_b, reference_score=p.score_a, diff=p.diff, ci_low=p.ci_low,
+                       ci_high=p.ci_high, p_value=p.p_value, test=p.test, significant=p.significant)
+        else:
+            row.update(n=0, significant=False)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _matched_reference(run: Any, refs: pd.DataFrame, tol: float) -> Any:
+    def close(r: Any) -> bool:
+        return bool(np.isfinite(r.retention) and np.isfinite(run.retention)
+                    and abs(run.retention - r.retention) <= tol * r.retention)
+    candidates = [r for r in refs.itertuples(index=False) if close(r)]
+    same_budget = [r for r in candidates if r.budget == run.budget]
+    if same_budget:
+        return same_budget[0]
+    return min(candidates, key=lambda r: abs(run.retention - r.retention)) if candidates else None
+
+
+def mark_paired(runs: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with `paired_significant`: the run's paired difference against the reference has a 95% CI
+    that excludes 0 (the figures ring those points)."""
+    keys = ["task", "backbone", "strategy", "budget", "frames"]
+    hits = paired.loc[paired["matched"].astype(bool) & paired["significant"].astype(bool), keys]
+    marked = set(map(tuple, hits.to_numpy().tolist()))
+    out = runs.copy()
+    out["paired_significant"] = [tuple(r) in marked for r in out[keys].to_numpy().tolist()]
+    return out
+
+
+# -- the compression-sensitive subset ------------------------------------------------------------
+
+SUBSETS = ("all", "sensitive")
+
+
+def _answer(record: dict[str, Any]) -> str:
+    """What a record answered, as the scorer read it (the raw text when nothing was parsed)."""
+    parsed = record.get("parsed")
+    return json.dumps(parsed, sort_keys=True, default=str) if parsed is not None else str(record.get("prediction"))
+
+
+def sensitive_ids(runs: pd.DataFrame, budget: str, records: dict[str, list[dict[str, Any]]],
+                  probe: str = PAIRED_REFERENCE) -> dict[tuple[str, str], set[str]]:
+    """Per task x backbone: the samples whose vanilla answer changes under `probe` (uniform
+    downscaling) at `budget` (VTC-Bench's compression-sensitive subset: where the budget matters).
+    A task x backbone without both runs has no subset (and is left out of a sensitive frontier)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for key, group in runs.groupby(GROUP, sort=True):
+        vanilla = group[group["strategy"] == VANILLA]
+        scaled = group[(group["strategy"] == probe) & (group["budget"].map(_budget_key) == _budget_key(budget))]
+        if vanilla.empty or scaled.empty:
+            continue
+        ref = {r["id"]: r for r in _cached(records, vanilla["directory"].iloc[0]) if not r.get("error")}
+        low = {r["id"]: r for r in _cached(records, scaled["directory"].iloc[0]) if not r.get("error")}
+        out[key] = {i for i in ref.keys() & low.keys() if _answer(ref[i]) != _answer(low[i])}
+    return out
+
+
+def _budget_key(budget: Any) -> str:
+    return f"{float(budget):g}" if _is_number(str(budget)) else str(budget)
+
+
+def _cached(records: dict[str, list[dict[str, Any]]], directory: str) -> list[dict[str, Any]]:
+    if directory not in records:
+        records[directory] = read_records(Path(directory) / SAMPLES)
+    return records[directory]
+
+
+def subset_runs(runs: pd.DataFrame, ids: dict[tuple[str, str], set[str]],
+                records: dict[str, list[dict[str, Any]]], seed: int = 0) -> pd.DataFrame:
+    """`runs` (rows of `load_runs`) re-measured on a subset of samples per task x backbone: the main
+    metric with its bootstrap CI and the mean costs over the subset's scored records only."""
+    from resadapt_eval.pipeline.records import bootstrap_ci
+
+    rows = []
+    for run in runs.to_dict("records"):
+        keep = ids.get((run["task"], run["backbone"]))
+        if keep is None:
+            continue
+        recs = [r for r in _cached(records, run["directory"]) if r["id"] in keep and not r.get("error")]
+        values = np.array([float(r["score"][run["main_metric"]]) for r in recs], dtype=float)
+        lo, hi = bootstrap_ci(values, seed)
+
+        def mean(get: Callable[[dict[str, Any]], Any]) -> float:
+            vals = [get(r) for r in recs]
+            vals = [float(v) for v in vals if v is not None]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        run.update(n=len(recs), score=100 * float(values.mean()) if len(values) else float("nan"),
+                   ci_low=100 * lo, ci_high=100 * hi, retention=mean(lambda r: r.get("retention")),
+                   tokens=mean(lambda r: r.get("tokens")), patches=mean(lambda r: r.get("patches")),
+                   flops=mean(lambda r: (r.get("flops") or {}).get("total")),
+                   latency_s=mean(lambda r: (r.get("timings") or {}).get("e2e")),
+                   window_share=mean(lambda r: r.get("window_share")))
+        rows.append(run)
+    return pd.DataFrame(rows, columns=runs.columns)
+
+
 # -- figures -----------------------------------------------------------------------------------
 
 def strategy_colors(strategies: Iterable[str]) -> dict[str, Any]:
@@ -252,6 +397,97 @@ def plot_grid(runs: pd.DataFrame, cost: str, path_stem: str | Path,
     return _save(fig, path_stem)
 
 
+def plot_costs(runs: pd.DataFrame, path_stem: str | Path, costs: tuple[str, ...] = ("tokens", "flops"),
+               colors: Mapping[str, Any] | None = None) -> list[Path]:
+    """Every task x backbone on two cost axes side by side (one row each): LLM visual tokens, and FLOPs
+    counting the vision encode and a planner's own cost. On tokens alone a method that encodes at full
+    resolution and prunes afterwards looks free of its encode; the FLOPs panel shows that encode."""
+    colors = colors or strategy_colors(runs["strategy"])
+    groups = list(runs.groupby(GROUP, sort=True))
+    fig = Figure(figsize=(5.4 * len(costs) + 1.8, 4.0 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), len(costs), squeeze=False)
+    for row, (_, group) in zip(axes, groups):
+        for ax, cost in zip(row, costs):
+            _draw(ax, annotate(group, cost), cost, colors)
+    handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", title="strategy")
+    return _save(fig, path_stem)
+
+
+def allocation_matrix(records: Iterable[dict[str, Any]], ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(sample ids, tokens) with tokens[i, t] = the visual tokens sample i's plan spent on decoded frame
+    position t: each chunk's tokens (its share of the plan's pixel area times the record's tokens)
+    spread evenly over its frames. Rows follow `ids` when given (missing or error samples stay 0)."""
+    by_id = {r["id"]: r for r in records if not r.get("error") and r.get("plan")}
+    ids = sorted(by_id) if ids is None else list(ids)
+    width = max([int(r.get("frames_decoded") or 1) for r in by_id.values()] + [1])
+    out = np.zeros((len(ids), width))
+    for i, sid in enumerate(ids):
+        r = by_id.get(sid)
+        if r is None:
+            continue
+        chunks, positions = r["plan"]["chunks"], list(r["plan"]["frames"])
+        area = np.array([h * w for h, w in chunks], dtype=float)
+        per_chunk = max(1, len(positions) // max(1, len(chunks)))
+        for k, a in enumerate(area):
+            frames = positions[k * per_chunk:(k + 1) * per_chunk]
+            for t in frames:
+                out[i, min(int(t), width - 1)] += float(r["tokens"]) * a / area.sum() / len(frames)
+    return ids, out
+
+
+def plot_allocation(runs: pd.DataFrame, path_stem: str | Path, records: dict[str, list[dict[str, Any]]] | None = None,
+                    max_samples: int = 40) -> list[Path]:
+    """Per-sample allocation heatmaps of one task x backbone (a video task): one panel per strategy
+    (columns) and budget (rows), samples down, decoded frame positions across, colour = visual tokens
+    on that frame. The same samples in every panel, so a planner's choices read against uniform ones."""
+    records = {} if records is None else records
+    for d in runs["directory"]:
+        if d not in records:
+            records[d] = read_records(Path(d) / SAMPLES)
+    ids = sorted({r["id"] for d in runs["directory"] for r in records[d] if not r.get("error")})[:max_samples]
+    budgets = sorted(runs["budget"].unique(), key=lambda b: float(b) if _is_number(b) else float("inf"))
+    strategies = sorted(runs["strategy"].unique())
+    mats = {(row.strategy, row.budget): allocation_matrix(records[row.directory], ids)[1]
+            for row in runs.itertuples(index=False)}
+    top = max([float(m.max()) for m in mats.values()] + [1e-9])
+    fig = Figure(figsize=(2.2 * len(strategies) + 1.2, 2.4 * len(budgets) + 0.6), layout="constrained")
+    axes = fig.subplots(len(budgets), len(strategies), squeeze=False)
+    image = None
+    for i, budget in enumerate(budgets):
+        for j, strategy in enumerate(strategies):
+            ax = axes[i, j]
+            mat = mats.get((strategy, budget))
+            if mat is None:
+                ax.set_visible(False)
+                continue
+            image = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=top)
+            ax.set_title(f"{strategy} @ {budget}", fontsize=8)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                ax.set_ylabel("sample", fontsize=7)
+            if i == len(budgets) - 1:
+                ax.set_xlabel("frame (decoded position)", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="visual tokens on the frame")
+    task, backbone = runs["task"].iloc[0], runs["backbone"].iloc[0]
+    fig.suptitle(f"{task} · {backbone}: where each sample's tokens went")
+    return _save(fig, path_stem)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_video_run(records: list[dict[str, Any]]) -> bool:
+    """A run over videos (more than one decoded frame per sample)."""
+    return any(int(r.get("frames_decoded") or 1) > 1 for r in records if not r.get("error"))
+
+
 def _draw(ax: Axes, runs: pd.DataFrame, cost: str, colors: Mapping[str, Any]) -> None:
     """One annotated task x backbone on one axes: the frontier as a wide translucent step under
     every strategy's line through its runs (sorted by cost) with 95% CI bars; vanilla as a star."""
@@ -270,6 +506,10 @@ def _draw(ax: Axes, runs: pd.DataFrame, cost: str, colors: Mapping[str, Any]) ->
                     marker="*" if vanilla else "o", markersize=14 if vanilla else 6,
                     markeredgecolor="black" if vanilla else colors[strategy], lw=1.6, capsize=3,
                     elinewidth=1, label=strategy, zorder=4 if vanilla else 3)
+    if "paired_significant" in runs and runs["paired_significant"].any():
+        marked = runs[runs["paired_significant"].astype(bool)]
+        ax.scatter(marked[col], marked["score"], s=170, facecolors="none", edgecolors="black", linewidths=1.3,
+                   zorder=5, label=f"paired diff. vs {PAIRED_REFERENCE}: 95% CI excludes 0")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_tick_label))
@@ -305,7 +545,7 @@ def _fixed(digits: int) -> Callable[[float], str]:
 
 RUN_FORMATS: dict[str, Callable[[Any], str]] = {
     "score": _fixed(1), "ci_low": _fixed(1), "ci_high": _fixed(1), "retention": _fixed(3), "tokens": _fixed(1),
-    "patches": _fixed(0), "flops": lambda v: f"{v / 1e9:.3f}", "latency_s": _fixed(3),
+    "patches": _fixed(0), "flops": lambda v: f"{v / 1e9:.3f}", "latency_s": _fixed(3), "window_share": _fixed(3),
     "on_frontier": lambda v: "yes" if v else "", "on_strategy_frontier": lambda v: "yes" if v else "",
     "ci_overlaps_frontier": lambda v: "yes" if v else ""}
 STRATEGY_FORMATS: dict[str, Callable[[Any], str]] = {
@@ -331,8 +571,17 @@ def to_markdown(table: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]]
                                                                 colalign=align) + "\n"
 
 
-def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path) -> list[Path]:
-    """frontier.csv/.md (one row per run) and strategies.csv/.md (one row per strategy) in `out`."""
+PAIRED_FORMATS: dict[str, Callable[[Any], str]] = {
+    "retention": _fixed(3), "reference_retention": _fixed(3), "score": _fixed(1), "reference_score": _fixed(1),
+    "diff": lambda v: f"{v:+.1f}", "ci_low": lambda v: f"{v:+.1f}", "ci_high": lambda v: f"{v:+.1f}",
+    "p_value": lambda v: f"{v:.3g}", "matched": lambda v: "yes" if v else "no",
+    "significant": lambda v: "yes" if v else ""}
+
+
+def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path,
+                 paired: pd.DataFrame | None = None) -> list[Path]:
+    """frontier.csv/.md (one row per run) and strategies.csv/.md (one row per strategy) in `out`;
+    with `paired`, also paired.csv/.md, and strategies.md gains the paired comparisons below its table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = frontier_table(runs)
@@ -340,26 +589,63 @@ def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path) 
     table.to_csv(paths[0], index=False)
     paths[1].write_text(to_markdown(table, RUN_FORMATS, {"flops": "GFLOPs"}))
     strategies.to_csv(paths[2], index=False)
-    paths[3].write_text(to_markdown(strategies, STRATEGY_FORMATS))
+    text = to_markdown(strategies, STRATEGY_FORMATS)
+    if paired is not None and len(paired):
+        shown = paired.sort_values(["task", "backbone", "strategy", "retention"]).reset_index(drop=True)
+        paired_md = to_markdown(shown, PAIRED_FORMATS)
+        paths += [out / "paired.csv", out / "paired.md"]
+        shown.to_csv(paths[4], index=False)
+        paths[5].write_text(paired_md)
+        text += (f"\n## Paired against {PAIRED_REFERENCE} at matched retention\n\n"
+                 "diff = run - reference in points on the common samples, 95% paired bootstrap CI, p: exact "
+                 "McNemar (binary scores) or paired bootstrap (IoU); matched: retention within 1% of the "
+                 "reference run's.\n\n" + paired_md)
+    paths[3].write_text(text)
     return paths
 
 
-def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterable[str] | None = None) -> dict[str, Any]:
+def build(root: str | Path, out: str | Path, cost: str = "tokens", tasks: Iterable[str] | None = None,
+          subset: str = "all", subset_budget: str = "0.25") -> dict[str, Any]:
     """Load every run under `root`, then write the tables, one figure per task x backbone and the grid
-    figure to `out`; returns the annotated runs, the strategy table and the paths written."""
+    figure to `out`; returns the annotated runs, the strategy table and the paths written.
+
+    `subset="sensitive"` measures every run on the samples whose vanilla answer changes under
+    uniform-scale at `subset_budget` only (`sensitive_ids`)."""
     cost_column(cost)
+    if subset not in SUBSETS:
+        raise UserError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     tasks = list(tasks) if tasks else None
     runs = load_runs(root, tasks)
     if runs.empty:
         raise UserError(_no_runs_message(Path(root), tasks))
+    records: dict[str, list[dict[str, Any]]] = {}
+    ids = None
+    if subset == "sensitive":
+        ids = sensitive_ids(runs, subset_budget, records)
+        if not ids:
+            raise UserError(f"the sensitive subset needs a {VANILLA} run and a {PAIRED_REFERENCE} run at budget "
+                            f"{subset_budget} of a task; run them, or pass --subset-budget with one that exists")
+        runs = subset_runs(runs, ids, records)
     runs = annotate(runs, cost)
     strategies = strategy_table(runs, cost)
+    paired = paired_table(runs, records=records, ids=ids)
+    runs = mark_paired(runs, paired)
     colors = strategy_colors(runs["strategy"])
     out = Path(out)
     figures = [path for (task, backbone), group in runs.groupby(GROUP, sort=True)
                for path in plot_task(group, cost, out / f"{task}__{backbone}", colors)]
-    return {"runs": runs, "strategies": strategies, "tables": write_tables(runs, strategies, out),
-            "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors)}
+    allocation = []
+    for (task, backbone), group in runs.groupby(GROUP, sort=True):
+        first = group["directory"].iloc[0]
+        if first not in records:
+            records[first] = read_records(Path(first) / SAMPLES)
+        if is_video_run(records[first]):
+            allocation += plot_allocation(group, out / f"{task}__{backbone}__allocation", records)
+    return {"runs": runs, "strategies": strategies, "paired": paired, "allocation": allocation,
+            "subset": {f"{t} · {b}": len(v) for (t, b), v in ids.items()} if ids is not None else None,
+            "tables": write_tables(runs, strategies, out, paired),
+            "figures": figures, "grid": plot_grid(runs, cost, out / "frontier", colors),
+            "costs": plot_costs(runs, out / "frontier-costs", colors=colors)}
 
 
 def _no_runs_message(root: Path, tasks: Iterable[str] | None) -> str:

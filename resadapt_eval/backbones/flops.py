@@ -1,60 +1,125 @@
-"""Analytic prefill FLOPs of a Qwen-VL backbone, read from its config.
+"""Analytic FLOPs of a Qwen-VL backbone per stage, read from its config.
 
-Convention (stated so numbers can be compared): 2 FLOPs per multiply-accumulate; grouped-query
-attention (K/V projections of size kv_heads·head_dim); SwiGLU MLPs (3 matrices); causal
-self-attention in the LLM (half of the n² score matrix); the vision tower's windowed blocks attend
-within their window, its full blocks within one image or chunk. Decode steps are not included.
+Convention (the one `torch.utils.flop_counter.FlopCounterMode` uses, and checked against it per
+stage in `analysis/flop_check.py` and tests/test_flops.py): a multiply-add counts as 2 FLOPs; only matrix
+products are counted (convolutions, linears, attention scores and values), not norms, activations,
+rotary embeddings or bias adds. Attention counts the full n x n score and value products of every
+attention segment (FlopCounterMode counts causal attention densely too; a kernel that skips the
+masked half does about half of the LLM's attention term). Grouped-query attention: K/V projections
+of kv_heads x head_dim. Stages:
+
+- vision encode: patch embedding and the ViT blocks; Qwen2.5-VL's windowed blocks attend within each
+  real (edge-clipped) window, full blocks within one frame slice (grid_t slice) of a chunk; Qwen2.5-VL's
+  vision MLP is SwiGLU (3 matrices), Qwen3-VL's is fc1/fc2 (2 matrices);
+- merger: the patch merger MLP, plus on Qwen3-VL one deepstack merger per deepstack layer;
+- LLM prefill: the decoder layers over the prompt (per-layer token counts for in-LLM pruning) and the
+  LM head on the last position;
+- decode: one decoder pass per generated token after the first, over a KV cache that grows by one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default) if cfg is not None else default
 
 
-def llm_prefill_flops(text_config: Any, n_tokens: float, layer_tokens: list[float] | None = None) -> float:
-    """FLOPs of one LLM prefill over `n_tokens` (or a per-layer token count, for in-LLM pruning)."""
-    d = _get(text_config, "hidden_size")
-    heads = _get(text_config, "num_attention_heads")
-    kv = _get(text_config, "num_key_value_heads", heads)
-    head_dim = _get(text_config, "head_dim", None) or d // heads
-    inter = _get(text_config, "intermediate_size")
-    layers = _get(text_config, "num_hidden_layers")
-    vocab = _get(text_config, "vocab_size")
-    per_layer = layer_tokens or [n_tokens] * layers
-    total = 0.0
-    for n in per_layer:
-        proj = 2 * n * d * (heads * head_dim + 2 * kv * head_dim) + 2 * n * heads * head_dim * d
-        attn = 2 * n * n * heads * head_dim  # QK^T and AV, causal: 2 · (n²/2) · h·hd MACs
-        mlp = 2 * n * 3 * d * inter
-        total += proj + attn + mlp
-    return total + 2 * d * vocab  # the LM head on the last position
+@dataclass(frozen=True)
+class VisionFlops:
+    encode: float   # patch embedding + ViT blocks
+    merger: float   # patch merger (+ deepstack mergers on Qwen3-VL)
+
+    @property
+    def total(self) -> float:
+        return self.encode + self.merger
 
 
-def vision_flops(vision_config: Any, chunk_patches: list[int], temporal_patch_size: int) -> float:
-    """FLOPs of the vision tower over chunks of the given patch counts (grid_t·grid_h·grid_w each)."""
+def _is_qwen3(vision_config: Any) -> bool:
+    return str(_get(vision_config, "model_type", "")).startswith("qwen3") or \
+        _get(vision_config, "deepstack_visual_indexes") is not None
+
+
+def _window_sides(n_merged: int, window_merged: int, merge: int) -> list[int]:
+    """Patch counts along one side of each window (the last one clipped at the edge), as
+    transformers' get_vision_window_index cuts a side of `n_merged` merged tokens."""
+    full, rest = divmod(n_merged, window_merged)
+    return [window_merged * merge] * full + ([rest * merge] if rest else [])
+
+
+def vision_stage_flops(vision_config: Any, grids: Iterable[Sequence[int]]) -> VisionFlops:
+    """FLOPs of the vision tower over chunks given by their patch grids (t, h, w)."""
     d = _get(vision_config, "hidden_size")
     inter = _get(vision_config, "intermediate_size")
     depth = _get(vision_config, "depth")
     patch = _get(vision_config, "patch_size")
+    tp = _get(vision_config, "temporal_patch_size", 2)
     merge = _get(vision_config, "spatial_merge_size", 2)
     out = _get(vision_config, "out_hidden_size", d)
     in_ch = _get(vision_config, "in_channels", 3)
-    window = _get(vision_config, "window_size", 0) or 0
+    qwen3 = _is_qwen3(vision_config)
+    mlp_mats = 2 if qwen3 else 3
+    window = 0 if qwen3 else (_get(vision_config, "window_size", 0) or 0)
     full = set(_get(vision_config, "fullatt_block_indexes", []) or [])
-    window_tokens = (window // patch) ** 2 if window else None
-    total = 0.0
-    for p in chunk_patches:
-        total += 2 * p * in_ch * temporal_patch_size * patch * patch * d  # patch embedding
+    n_mergers = 1 + (len(_get(vision_config, "deepstack_visual_indexes", []) or []) if qwen3 else 0)
+    encode = merger = 0.0
+    for t, h, w in grids:
+        t, h, w = int(t), int(h), int(w)
+        p = t * h * w
+        full_sq = t * float(h * w) ** 2  # sum of squared segment lengths: one segment per frame slice
+        if window:
+            wm = window // merge // patch
+            rows = _window_sides(h // merge, wm, merge)
+            cols = _window_sides(w // merge, wm, merge)
+            window_sq = t * float(sum(a * a for a in rows)) * float(sum(b * b for b in cols))
+        encode += 2.0 * p * in_ch * tp * patch * patch * d  # patch embedding (Conv3d)
         for layer in range(depth):
-            span = p if (window_tokens is None or layer in full) else min(p, window_tokens)
-            total += 2 * p * 4 * d * d + 2 * 2 * p * span * d + 2 * p * 3 * d * inter
-        merged = p / (merge * merge)
+            sq = full_sq if (not window or layer in full) else window_sq
+            encode += 2.0 * p * 4 * d * d + 4.0 * sq * d + 2.0 * p * mlp_mats * d * inter
         hid = d * merge * merge
-        total += 2 * merged * (hid * hid + hid * out)  # patch merger MLP
+        merger += n_mergers * 2.0 * (p / (merge * merge)) * (hid * hid + hid * out)
+    return VisionFlops(encode, merger)
+
+
+def vision_flops(vision_config: Any, grids: Iterable[Sequence[int]]) -> float:
+    """Vision encode + merger FLOPs over chunks given by their patch grids (t, h, w)."""
+    return vision_stage_flops(vision_config, grids).total
+
+
+def _text_dims(text_config: Any) -> tuple[int, int, int, int, int, int, int]:
+    d = _get(text_config, "hidden_size")
+    heads = _get(text_config, "num_attention_heads")
+    kv = _get(text_config, "num_key_value_heads", None) or heads
+    head_dim = _get(text_config, "head_dim", None) or d // heads
+    return d, heads, kv, head_dim, _get(text_config, "intermediate_size"), \
+        _get(text_config, "num_hidden_layers"), _get(text_config, "vocab_size")
+
+
+def _layer_flops(text_config: Any, queries: float, keys: float) -> float:
+    """One decoder layer: `queries` new tokens attending to `keys` tokens (itself included)."""
+    d, heads, kv, hd, inter, _, _ = _text_dims(text_config)
+    proj = 2.0 * queries * d * (heads * hd + 2 * kv * hd) + 2.0 * queries * heads * hd * d
+    attn = 4.0 * queries * keys * heads * hd  # QK^T and AV, dense
+    return proj + attn + 2.0 * queries * 3 * d * inter
+
+
+def llm_prefill_flops(text_config: Any, n_tokens: float, layer_tokens: list[float] | None = None) -> float:
+    """FLOPs of one LLM prefill over `n_tokens` (or a per-layer token count, for in-LLM pruning),
+    with the LM head on the last position."""
+    d, *_, layers, vocab = _text_dims(text_config)
+    per_layer = layer_tokens or [n_tokens] * layers
+    return sum(_layer_flops(text_config, n, n) for n in per_layer) + 2.0 * d * vocab
+
+
+def llm_decode_flops(text_config: Any, layer_tokens: list[float], steps: int) -> float:
+    """FLOPs of `steps` greedy decode steps after a prefill that left `layer_tokens[i]` tokens in
+    layer i's KV cache: each step is one token through every layer plus the LM head."""
+    d, *_, vocab = _text_dims(text_config)
+    total = 0.0
+    for s in range(max(0, int(steps))):
+        total += sum(_layer_flops(text_config, 1, n + s + 1) for n in layer_tokens) + 2.0 * d * vocab
     return total
 
 

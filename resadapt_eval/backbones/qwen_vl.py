@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as tvF
 from resadapt_eval.core.budget import Geometry
 from resadapt_eval.core.types import Frames, Output, Plan, UserError
 from resadapt_eval.backbones import backbone_name, register
-from resadapt_eval.backbones.flops import attention_flops, llm_prefill_flops, vision_flops
+from resadapt_eval.backbones.flops import attention_flops, llm_decode_flops, llm_prefill_flops, vision_stage_flops
 from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, Staged, StockLM
 from resadapt_eval.backbones.pyramid import pyramid_schedule
 from resadapt_eval.backbones.reduction import IN_LLM_METHODS, Selection, VisualTokens, needs_vision_attention, reduce_visual
@@ -297,7 +297,7 @@ class QwenVLBackbone:
         grids = inputs[grid_key].to(self.device)
         getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
         enc = getter(inputs[pix_key].to(self.device, self.dtype), grids, return_dict=True)
-        flops = vision_flops(self.config.vision_config, [int(g.prod()) for g in grids], self.geometry.temporal_patch_size)
+        flops = vision_stage_flops(self.config.vision_config, grids.tolist()).total
         return [f.float().cpu() for f in enc.pooler_output], float(flops)
 
     @torch.inference_mode()
@@ -407,13 +407,17 @@ class QwenVLBackbone:
             text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
         patches = int(grids.prod(-1).sum())
-        chunk_patches = [int(g.prod()) for g in grids]
-        vis = vision_flops(self.config.vision_config, chunk_patches, self.geometry.temporal_patch_size)
-        llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), [float(n) for n in pre.layer_tokens])
+        vis = vision_stage_flops(self.config.vision_config, grids.tolist())
+        layer_tokens = [float(n) for n in pre.layer_tokens]
+        llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), layer_tokens)
+        decode = llm_decode_flops(self.config.text_config, layer_tokens, len(generated) - 1)
         layer_mean = sum(pre.layer_visual) / len(pre.layer_visual)
-        flops = {"vision": vis, "llm_prefill": llm, "total": vis + llm}
+        # `total` is the prefill cost (vision + LLM prefill + a reduction's own scoring; the runner adds a
+        # planner's); decoding is recorded beside it, since it depends on the answer's length, not the plan.
+        flops = {"vision": vis.total, "vision_encode": vis.encode, "vision_merger": vis.merger, "llm_prefill": llm,
+                 "decode": decode, "total": vis.total + llm}
         if red is not None:  # the method's own scoring cost, part of the total
-            flops.update(reduction=reduction_flops, total=vis + llm + reduction_flops)
+            flops.update(reduction=reduction_flops, total=vis.total + llm + reduction_flops)
         visual_tokens = pre.layer_visual[-1]
         if red is not None and red.method == "pyramiddrop":  # its budget: the mean over the layers it prunes
             first = min(layer for layer, _ in prune.stages) if prune.stages else len(pre.layer_visual)

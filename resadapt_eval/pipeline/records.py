@@ -261,6 +261,8 @@ def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tupl
         "patches_mean": _mean([r["patches"] for r in ok]),
         "flops_mean": _mean([r["flops"]["total"] for r in ok]),
         "flops_planner_mean": _mean([r["flops"].get("planner", 0.0) for r in ok]),
+        **({"window_share_mean": _mean([r.get("window_share") for r in ok])}
+           if any("window_share" in r for r in ok) else {}),  # temporal grounding: tokens inside the GT window
         "timings_mean": {k: _mean([(r.get("timings") or {}).get(k) for r in ok]) for k in timing_keys},
         "breakdowns": breakdowns,
         "errors": sorted({r["error"] for r in records if r.get("error")})[:20],

@@ -19,6 +19,7 @@ from resadapt_eval.pipeline import records as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.probes import provision
+from resadapt_eval.pipeline.shares import window_token_share
 from resadapt_eval.backbones import backbone_name, load_backbone, resolve_alias
 from resadapt_eval.core.budget import parse_budget
 from resadapt_eval.pipeline.distributed import current_world
@@ -31,7 +32,9 @@ from resadapt_eval.core.protocol import InputProtocol
 from resadapt_eval.core.strategy import Context
 from resadapt_eval.core.types import Frames, Output, Plan, Sample, SampleError, UserError
 
-HARNESS_SCHEMA = 1
+# 2: FLOPs checked against torch (dense attention, real windows, Qwen3-VL MLP and deepstack mergers),
+# decode FLOPs, window_share on temporal grounding: records of schema 1 must not mix into a schema-2 run.
+HARNESS_SCHEMA = 2
 NOT_HASHED = ("limit", "out", "progress", "data_root", "prefetch")
 
 
@@ -284,6 +287,9 @@ def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict
         flops.update(planner=plan.planner_flops, total=flops["total"] + plan.planner_flops)
     timings = {"load": frames.decode_s, "plan": staged.plan_s, **out.timings, "score": score_s}
     timings["e2e"] = frames.decode_s + staged.plan_s + out.timings["backbone_total"] + score_s
+    window = getattr(adapter, "evidence_window", lambda _s: None)(staged.sample)
+    if window is not None:  # temporal grounding: the share of tokens inside the ground-truth window
+        base = {**base, "window_share": window_token_share(plan, frames, window)}
     return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
             "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
             "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,

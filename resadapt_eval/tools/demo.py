@@ -1,8 +1,8 @@
 """The embedded reference sweep, then its frontier, offline on a CPU (`resadapt-eval demo`, `make demo`).
 
-The four probe tasks x every registered strategy x budgets {0.1, 0.25, 0.5, 1.0} on the bundled
-reference backbone, then figures and tables under `<out>/frontier/` and the browsable report
-(`resadapt-eval view`) under `<out>/view/`. A new strategy module joins
+The four probe tasks (their held-out test split by default) x every registered strategy x budgets
+{0.1, 0.25, 0.5, 1.0} on the bundled reference backbone, then figures and tables under `<out>/frontier/`
+and the browsable report (`resadapt-eval view`) under `<out>/view/`. A new strategy module joins
 the demo by being registered: nothing here changes.
 """
 
@@ -29,8 +29,9 @@ class DemoResult:
 
 def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str] | None = None,
              strategies: list[str] | None = None, budgets: list[str] | None = None, limit: int | None = None,
-             on_result: Callable[[Any], None] | None = None) -> DemoResult:
-    """Sweep the probes with every strategy, then build the frontier of everything under `out`."""
+             on_result: Callable[[Any], None] | None = None, split: str = "test") -> DemoResult:
+    """Sweep the probes' `split` (test: held out, reported; dev: for development) with every strategy,
+    then build the frontier of everything under `out`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from resadapt_eval.analysis import frontier
     from resadapt_eval.analysis.view import build_site
@@ -40,7 +41,8 @@ def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str]
     tasks = list(tasks or TASKS)
     names = list(strategies or sorted(STRATEGIES.names()))
     start = time.perf_counter()
-    results = sweep(RunConfig(task="", backbone=backbone, out=out, limit=limit, progress=False),
+    results = sweep(RunConfig(task="", backbone=backbone, out=out, limit=limit, progress=False,
+                              task_options={} if split == "test" else {"split": split}),  # test: the cards' default
                     tasks, names, list(budgets or BUDGETS), on_result=on_result)
     sweep_s = time.perf_counter() - start
     built = frontier.build(out, f"{out}/frontier", tasks=tasks)
