@@ -85,7 +85,7 @@ def test_the_reference_backbone_training_data_is_unchanged():
     reproduces the shipped weights (digests recorded from version 4)."""
     import hashlib
 
-    gen = probes.REFERENCE_TRAINING_GENERATORS["probe-longvideo"]
+    gen = probes.BUNDLED_TRAINING_GENERATORS["probe-longvideo"]
     expected = {0: ("7204b82ddee793b0", "D", 30), 1: ("92978ffb9f847fec", "D", 0), 2: ("8286e1dec9ad8db5", "E", 23)}
     for i, (digest, answer, chunk) in expected.items():
         item = gen(probes.TRAIN_SEED_BASE, i)
@@ -93,4 +93,4 @@ def test_the_reference_backbone_training_data_is_unchanged():
             == (digest, answer, chunk)
         assert item.evidence["period"] == 8
     for task in ("probe-videoqa", "probe-grounding", "probe-math"):
-        assert probes.REFERENCE_TRAINING_GENERATORS[task] is probes.GENERATORS[task]
+        assert probes.BUNDLED_TRAINING_GENERATORS[task] is probes.GENERATORS[task]

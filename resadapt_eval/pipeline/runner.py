@@ -38,7 +38,7 @@ class RunConfig:
     change where and how fast, never what) go into the config hash."""
 
     task: str
-    backbone: str = "reference"
+    backbone: str = "tiny-bundled"
     strategy: str = "vanilla"
     budget: str = "1.0"
     budget_ref_frames: int | None = None
