@@ -190,8 +190,8 @@ def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> N
 def _card_root(task: str) -> str:
     import yaml
 
-    from resadapt_eval.adapters.base import _expand, tasks_dir
-    raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
+    from resadapt_eval.adapters.base import _expand, card_path
+    raw = yaml.safe_load(card_path(task).read_text())
     return _expand(raw["data_root"])
 
 

@@ -14,19 +14,44 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from resadapt_eval.core.registry import TASK_CARDS_GROUP, load_entry_point, plugin_entry_points
 from resadapt_eval.core.types import Sample, UserError
 
 TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"
 
 
 def tasks_dir() -> Path:
-    """Where task cards live: $RESADAPT_TASKS_DIR, else `tasks/` beside the package."""
+    """Where the built-in task cards live: the first folder of $RESADAPT_TASKS_DIR, else `tasks/`
+    beside the package."""
+    return card_dirs()[0]
+
+
+def card_dirs() -> list[Path]:
+    """Every folder searched for task cards, first match wins: $RESADAPT_TASKS_DIR (folders joined
+    by os.pathsep) or `tasks/` beside the package, then the folders that installed packages name
+    in the `resadapt_eval.tasks` entry-point group (a package whose folder holds YAML cards)."""
     env = os.environ.get(TASKS_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "tasks"
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
+    dirs = dirs or [Path(__file__).resolve().parents[2] / "tasks"]
+    for ep in plugin_entry_points(TASK_CARDS_GROUP):
+        obj = load_entry_point(ep)
+        where = getattr(obj, "__file__", None) or obj
+        path = Path(where)
+        dirs.append(path.parent if path.is_file() else path)
+    return dirs
+
+
+def card_path(name: str) -> Path:
+    """The YAML card of task `name`, or a one-line error listing the known tasks."""
+    for folder in card_dirs():
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise UserError(f"unknown task {name!r}; known: {', '.join(task_names())}")
 
 
 def task_names() -> list[str]:
-    return sorted(p.stem for p in tasks_dir().glob("*.yaml"))
+    return sorted({p.stem for folder in card_dirs() for p in folder.glob("*.yaml")})
 
 
 def _expand(value: str) -> str:
@@ -59,9 +84,7 @@ class TaskCard:
 
     @classmethod
     def load(cls, name: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> "TaskCard":
-        path = tasks_dir() / f"{name}.yaml"
-        if not path.is_file():
-            raise UserError(f"unknown task {name!r}; known: {', '.join(task_names())}")
+        path = card_path(name)
         raw = yaml.safe_load(path.read_text()) or {}
         for key, value in (overrides or {}).items():
             if key in ("adapter", "data_root"):

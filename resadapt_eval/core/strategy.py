@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from resadapt_eval.core.budget import Budget, Geometry
+from resadapt_eval.core.protocols import BackboneView
 from resadapt_eval.core.types import Chunk, Frames, Plan, Reduction, Sample, UserError
 
 
@@ -23,12 +24,12 @@ class Context:
     vanilla_hw: tuple[int, int]
     vanilla_tokens: int
     limit: int
-    backbone: Any = None  # the loaded backbone, for planners that look at the input with its frozen parts
+    backbone: BackboneView | None = None  # the loaded backbone's view, for planners that look through its frozen parts
     task: str = ""        # the task card's name, for planners whose settings were learned per task
 
     @classmethod
     def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
-              backbone: Any = None, task: str = "") -> "Context":
+              backbone: BackboneView | None = None, task: str = "") -> "Context":
         kind, n = frames.kind, frames.count
         vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
         vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
@@ -40,12 +41,20 @@ class Context:
                    backbone, task)
 
 
+@runtime_checkable
 class Strategy(Protocol):
-    """Decides, for one sample, which frames go in at which sizes (and any token reduction)."""
+    """Decides, for one sample, which frames go in at which sizes (and any token reduction).
+
+    A strategy is built as `cls(**options)` from `--strategy-option KEY=VALUE` and sees only its
+    Context. A learned strategy may also define `describe(backbone) -> dict`: what of its weights
+    goes into the run's config hash.
+    """
 
     name: str
 
-    def plan(self, ctx: Context) -> Plan: ...
+    def plan(self, ctx: Context) -> Plan:
+        """The plan for one sample; `plan.tokens` must not exceed `ctx.limit` unless marked infeasible."""
+        ...
 
 
 def uniform_subset(n_total: int, n_keep: int) -> list[int]:
