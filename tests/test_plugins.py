@@ -1,8 +1,9 @@
 """Registries open to other installed packages through entry points.
 
-The guide's example strategy package (docs/examples/plugin) is built and installed with pip into a
-folder of its own (never into the test environment), and a separate `resadapt-eval` process whose
-PYTHONPATH includes that folder lists it and runs it on the bundled backbone.
+The guide's example strategy package (docs/examples/plugin), a task package (the guide's adapter
+and card) and a broken package are installed with pip into a folder of their own (never into the
+test environment); separate `resadapt-eval` processes whose PYTHONPATH includes that folder list
+them and run the strategy on the bundled backbone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 from resadapt_eval import probes
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "docs" / "examples" / "plugin"
+EXAMPLES = ROOT / "docs" / "examples"
+PLUGIN = EXAMPLES / "plugin"
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +34,8 @@ def _cli(args: list[str], site: Path, **env: str) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The example package plus a deliberately broken one, installed with pip into a private folder."""
+    """The example strategy package, a task package (adapter + card) and a deliberately broken one,
+    installed with pip into a private folder."""
     base = tmp_path_factory.mktemp("plugins")
     good = shutil.copytree(PLUGIN, base / "src-good")
     bad = base / "src-bad"
@@ -42,10 +45,22 @@ def site(tmp_path_factory) -> Path:
                                    "py_modules = resadapt_broken\n\n[options.entry_points]\n"
                                    "resadapt_eval.strategies =\n    broken = resadapt_broken:Missing\n")
     (bad / "resadapt_broken.py").write_text("import a_module_that_is_not_installed\n")
+    # A task from another package: the guide's adapter, and its card shipped as package data.
+    task = base / "src-task"
+    (task / "resadapt_numbers").mkdir(parents=True)
+    (task / "pyproject.toml").write_text((PLUGIN / "pyproject.toml").read_text())
+    (task / "resadapt_numbers" / "__init__.py").write_text((EXAMPLES / "jsonl_qa.py").read_text())
+    (task / "resadapt_numbers" / "my-numbers.yaml").write_text((EXAMPLES / "tasks" / "my-numbers.yaml").read_text())
+    (task / "setup.cfg").write_text("[metadata]\nname = resadapt-numbers\nversion = 0.0.1\n\n[options]\n"
+                                    "packages = resadapt_numbers\n\n[options.package_data]\n"
+                                    "resadapt_numbers = *.yaml\n\n[options.entry_points]\n"
+                                    "resadapt_eval.adapters =\n    jsonl-qa = resadapt_numbers:JsonlQA\n"
+                                    "resadapt_eval.tasks =\n    resadapt-numbers = resadapt_numbers\n")
     target = base / "site"
     # No build isolation: setuptools comes from this environment (no index needed, offline CI works).
     res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(good), str(bad)], capture_output=True, text=True, timeout=300)
+                          "--target", str(target), str(good), str(bad), str(task)],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert (target / "resadapt_keep_first.py").is_file()
     return target
@@ -81,3 +96,17 @@ def test_a_broken_plugin_fails_in_one_line_naming_its_entry_point(site, tmp_path
     assert len(lines) == 1, res.stderr
     assert "broken = resadapt_broken:Missing" in lines[0] and "resadapt_eval.strategies" in lines[0]
     assert "ModuleNotFoundError" in lines[0] and "resadapt-broken-plugin" in lines[0]
+
+
+def test_an_installed_task_brings_its_adapter_and_card(site):
+    listed = _cli(["list", "tasks", "--json"], site)
+    assert listed.returncode == 0, listed.stderr
+    assert {"my-numbers", "videomme", "probe-videoqa"} <= set(json.loads(listed.stdout))
+    code = ("from resadapt_eval.adapters import ADAPTERS; from resadapt_eval.adapters.base import TaskCard; "
+            "card = TaskCard.load('my-numbers'); adapter = ADAPTERS.get(card.adapter)(); "
+            "print(card.adapter, type(adapter).__module__, card.max_new_tokens)")
+    path = os.pathsep.join([str(ROOT), str(site)])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": path})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["jsonl-qa", "resadapt_numbers", "8"]

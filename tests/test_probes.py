@@ -79,9 +79,9 @@ def test_longvideo_mixes_a_fine_and_a_coarse_look():
     assert 26 <= fine.evidence["size"] <= 36 and fine.pixels.shape == (64, 112, 112, 3)
 
 
-def test_the_reference_backbone_training_data_is_unchanged():
+def test_the_bundled_backbone_training_data_is_unchanged():
     """The bundled backbone was trained on generator version 4 of probe-longvideo (coarse look only):
-    its training generator must keep producing exactly those clips, so `make reference-model` still
+    its training generator must keep producing exactly those clips, so `make bundled-model` still
     reproduces the shipped weights (digests recorded from version 4)."""
     import hashlib
 
