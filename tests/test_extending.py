@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from resadapt_eval.adapters import ADAPTERS
-from resadapt_eval.adapters.base import TASKS_DIR_ENV, tasks_dir
+from resadapt_eval.adapters.base import TASKS_PATH_ENV
 from resadapt_eval.backbones import BACKBONES, load_backbone
 from resadapt_eval.cli import main
 from resadapt_eval.core.protocols import Backbone
@@ -89,7 +89,7 @@ def _numbers_data(root: Path) -> Path:
 
 
 def test_task_example_loads_scores_and_runs(examples, tmp_path, monkeypatch):
-    monkeypatch.setenv(TASKS_DIR_ENV, os.pathsep.join([str(tasks_dir()), str(EXAMPLES / "tasks")]))
+    monkeypatch.setenv(TASKS_PATH_ENV, str(EXAMPLES / "tasks"))  # the user's own cards, before the bundled ones
     adapter = examples["task"].JsonlQA()
     assert adapter.score(_sample(adapter, tmp_path, 12), "The number is 12.")[0] == {"accuracy": 1.0}
     assert adapter.score(_sample(adapter, tmp_path, 12), "I cannot tell")[0] == {"accuracy": 0.0}

@@ -236,6 +236,7 @@ def upstream_metrics(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
 
 @register("charades_sta")
 class CharadesSTA:
+    card_keys = ("videos",)  # card options it reads
     metrics = tuple(f"{m}{s}" for s in ("", "_robust") for m in ("r@0.3", "r@0.5", "r@0.7", "iou", "unparsed"))
     main_metric = "iou"
     breakdown_keys: tuple[str, ...] = ()

@@ -208,6 +208,7 @@ def subtitle_lines(entries: list[dict[str, Any]], duration: float, start_offset:
 
 @register("longvideobench")
 class LongVideoBench:
+    card_keys = ("videos", "subtitles", "subtitles_dir", "subtitle_selection", "subtitle_frames")
     metrics = ("accuracy", "accuracy_no_fallback")
     main_metric = "accuracy"
     breakdown_keys = ("duration_group", "question_category")

@@ -560,6 +560,7 @@ META_KEYS = ("category", "context", "grade", "source", "language", "task")
 
 @register("mathvista")
 class MathVista:
+    card_keys = ("prompt_variant", "judge_url", "judge_model", "judge_key_env", "judge_timeout", "judge_retries")
     metrics = ("accuracy", "accuracy_closest", "unparsed", "closest_choice", "judge_used")
     main_metric = "accuracy"
     breakdown_keys = ("question_type", "answer_type", "category", "skills")

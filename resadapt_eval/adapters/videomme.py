@@ -18,6 +18,7 @@ CHOICES = ("A", "B", "C", "D")
 
 @register("videomme")
 class VideoMME:
+    card_keys = ("videos", "video_extensions", "prompt_variant")  # card options it reads
     metrics = ("accuracy",)
     main_metric = "accuracy"
     breakdown_keys = ("duration", "domain", "task_type")
