@@ -101,7 +101,9 @@ def test_a_broken_plugin_fails_in_one_line_naming_its_entry_point(site, tmp_path
 def test_an_installed_task_brings_its_adapter_and_card(site):
     listed = _cli(["list", "tasks", "--json"], site)
     assert listed.returncode == 0, listed.stderr
-    assert {"my-numbers", "videomme", "probe-videoqa"} <= set(json.loads(listed.stdout))
+    tasks = {t["name"]: t for t in json.loads(listed.stdout)}
+    assert {"my-numbers", "videomme", "probe-videoqa"} <= set(tasks)
+    assert tasks["my-numbers"]["origin"] == "plugin resadapt-numbers"
     code = ("from resadapt_eval.adapters import ADAPTERS; from resadapt_eval.adapters.base import TaskCard; "
             "card = TaskCard.load('my-numbers'); adapter = ADAPTERS.get(card.adapter)(); "
             "print(card.adapter, type(adapter).__module__, card.max_new_tokens)")
