@@ -45,9 +45,10 @@ def _import(path: Path, name: str):
 def examples():
     """Import the example modules (their decorators register them), and unregister them afterwards
     so that other tests see the registries as shipped."""
-    before = {reg: dict(reg._items) for reg in (ADAPTERS, BACKBONES, STRATEGIES)}
-    for reg in before:
-        reg.names()  # load the built-in names first
+    registries = (ADAPTERS, BACKBONES, STRATEGIES)
+    for reg in registries:
+        reg.names()  # load the built-in names first, so that only the examples' are removed afterwards
+    before = {reg: dict(reg._items) for reg in registries}
     mods = {"task": _import(EXAMPLES / "jsonl_qa.py", "example_jsonl_qa"),
             "backbone": _import(EXAMPLES / "backbone_terse.py", "example_backbone_terse"),
             "strategy": _import(EXAMPLES / "plugin" / "resadapt_keep_first.py", "resadapt_keep_first")}

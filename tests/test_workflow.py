@@ -26,7 +26,7 @@ def _steps(job: dict) -> list[str]:
 def test_every_make_target_of_the_workflow_exists():
     workflow = yaml.safe_load(WORKFLOW.read_text())
     targets = {cmd.split()[1] for job in workflow["jobs"].values() for cmd in _steps(job) if cmd.startswith("make ")}
-    assert targets == {"install", "check"}
+    assert targets == {"install", "check-baseline"}
     for target in targets:
         res = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
