@@ -83,8 +83,14 @@ _SHARED = [
                  help="Default: bfloat16 on CUDA, float32 on CPU."),
     click.option("--attn", default=None, type=click.Choice(["sdpa", "eager", "flash_attention_2"]),
                  help="Default: flash_attention_2 when installed on CUDA, else sdpa."),
-    click.option("--text-resume", default="max+1", show_default=True, type=click.Choice(["max+1", "hf"]),
-                 help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers 5.x)."),
+    click.option("--protocol", default=None, type=click.Choice(["fixed", "qwen", "lmms-eval", "resadapt-paper"]),
+                 help="Reference protocol that defines vanilla (frames, pixels, text positions): fixed (N frames "
+                      "uniformly, processor caps), qwen (qwen-vl-utils' 2 fps defaults), lmms-eval (its 0.7.3 Qwen "
+                      "wrappers), resadapt-paper (2 fps up to --frames, 602,112 px/frame, <= 16,384 video tokens). "
+                      "Default: the task card's (fixed). See docs/protocols.md."),
+    click.option("--text-resume", default=None, type=click.Choice(["max+1", "hf"]),
+                 help="Where text positions resume after a video: max+1 (original Qwen, vLLM) or hf (transformers "
+                      "5.x). Default: the protocol's (hf for lmms-eval, max+1 otherwise)."),
     click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
                  help="Override a task-card setting, e.g. prompt_variant=qwen3_vl (repeatable; values are YAML)."),
     click.option("--judge-url", default=None,

@@ -198,6 +198,11 @@ def test_published_reference_compares_summaries_with_a_tolerance(reference_tree,
     low = check(src, table(got + 3.0, ret), Limits())
     assert not low.passed and "below the published" in low.failures[0]
     assert not check(src, table(got, ret / 1.05), Limits()).passed  # spent 5% more than the paper
+    # a table measured under another protocol: the same numbers, yet not comparable
+    paper = json.loads(table(got, ret).read_text())
+    (tmp_path / "paper.json").write_text(json.dumps({**paper, "protocol": "resadapt-paper"}))
+    other = check(src, tmp_path / "paper.json", Limits())
+    assert not other.passed and "--protocol resadapt-paper" in other.failures[0]
     res = CliRunner().invoke(main, ["check", str(src), "--baseline", str(PUBLISHED)])
     assert res.exit_code == 2 and "has no row for probe-videoqa" in res.output
     # the shipped table by name, as an installed package finds it
@@ -209,7 +214,7 @@ def test_published_reference_compares_summaries_with_a_tolerance(reference_tree,
 
 def test_shipped_published_table_holds_the_papers_qwen25_rows():
     data = json.loads(PUBLISHED.read_text())
-    assert data["kind"] == "published" and "2603.28610" in data["source"]
+    assert data["kind"] == "published" and "2603.28610" in data["source"] and data["protocol"] == "resadapt-paper"
     rows = {(r["task"], r["strategy"], r["frames"], r["budget"], r["metric"]): r for r in data["rows"]}
     assert len(rows) == len(data["rows"])  # one number per configuration and metric
     assert rows[("videomme", "vanilla", 32, "1", "accuracy")]["value"] == 62.0

@@ -165,15 +165,20 @@ def test_decode_benchmark_reports_every_method(tmp_path):
 
     path = write_video(tmp_path / "b.mp4", n_frames=40, height=48, width=64, fps=10, options={"g": "12"})
     bench = decode_benchmark(path, frames=8, repeats=2, full_decode=True)
-    assert bench.identical and bench.total_frames == 40 and bench.frames == 8 and bench.backend == "decord"
-    assert set(bench.seconds) == {"decord", "load_video", "pyav-seek", "pyav-full-decode"}
+    from resadapt_eval.pipeline.media import auto_backends, have_torchcodec
+
+    assert bench.identical and bench.total_frames == 40 and bench.frames == 8
+    assert bench.backend == auto_backends(str(path))[0]
+    extra = {"torchcodec"} if have_torchcodec() else set()
+    assert set(bench.seconds) == {"decord", "load_video", "pyav-seek", "pyav-full-decode"} | extra
     assert all(len(v) == 2 for v in bench.seconds.values())
     text = bench.format()
-    assert "frames/s" in text and "x decord" in text and len(bench.lines()) == 6
+    assert "frames/s" in text and "x decord" in text and len(bench.lines()) == 6 + len(extra)
 
 
 def test_transport_streams_decode_with_pyav_first_and_exactly(tmp_path):
-    """decord lands on wrong frames in MPEG-TS (measured), so `auto` reads them with PyAV."""
+    """decord and torchcodec land on wrong frames in MPEG-TS (measured), so `auto` reads them with PyAV."""
+    from resadapt_eval.pipeline import media
     from resadapt_eval.pipeline.media import load_video
 
     src = write_video(tmp_path / "v.mp4", n_frames=60, height=48, width=64, fps=10, options={"g": "12"})
@@ -181,4 +186,4 @@ def test_transport_streams_decode_with_pyav_first_and_exactly(tmp_path):
     auto, scan = load_video(ts, 7), load_video(ts, 7, backend="pyav-scan")
     assert auto.backend == "pyav" and auto.indices == scan.indices
     assert np.array_equal(auto.pixels, scan.pixels)
-    assert load_video(src, 7).backend == "decord"
+    assert load_video(src, 7).backend == media.auto_backends(str(src))[0]

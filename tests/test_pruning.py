@@ -96,13 +96,14 @@ def test_chunk_quotas_are_proportional_and_exact():
 def test_tome_folds_similar_tokens_into_b_with_size_weighted_means():
     # chunk of 6: tokens 0/1 and 2/3 are near-duplicates, 4 and 5 point elsewhere
     x = torch.tensor([[1.0, 0, 0], [1.0, 0.01, 0], [0, 1.0, 0], [0, 1.0, 0.01], [0, 0, 1.0], [1.0, 1.0, 1.0]])
-    sel = tome_tokens(VisualTokens(x, (6,)), 4, 0, {})
+    features = {"metric": "features", "round_share": 0.5}
+    sel = tome_tokens(VisualTokens(x, (6,)), 4, 0, features)
     assert sel.keep.tolist() == [1, 3, 4, 5]  # A tokens 0 and 2 fold into their B partners 1 and 3
     out = sel.gather(x)
     assert torch.allclose(out[0], (x[0] + x[1]) / 2) and torch.allclose(out[1], (x[2] + x[3]) / 2)
     assert torch.equal(out[2:], x[4:])
     # a second round merges groups: the mean stays over all original members (size-weighted)
-    sel = tome_tokens(VisualTokens(x, (6,)), 1, 0, {})
+    sel = tome_tokens(VisualTokens(x, (6,)), 1, 0, features)
     assert len(sel.keep) == 1 and torch.allclose(sel.gather(x)[0], x.mean(0))
 
 
@@ -112,7 +113,7 @@ def test_visionzip_keeps_dominant_tokens_and_merges_context_into_targets():
     attention = torch.arange(n, dtype=torch.float32)  # the last tokens receive the most attention
     keys = torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
     tokens = VisualTokens(feats, (10, 10), attention, keys)
-    sel = visionzip_tokens(tokens, 8, 0, {"contextual_share": 0.25})
+    sel = visionzip_tokens(tokens, 8, 0, {"contextual_share": 0.25, "contextual_merge": "mean"})
     # 4 per chunk: 3 dominant (highest attention) + 1 contextual target (first non-dominant by stride)
     assert sel.keep.tolist() == [0, 7, 8, 9, 10, 17, 18, 19]
     out = sel.gather(feats)

@@ -22,7 +22,8 @@ TASKS_PATH_ENV = "RESADAPT_TASKS_PATH"  # folders of the user's own cards, searc
 CARD_SUFFIXES = (".yaml", ".yml")
 
 # Keys every card may hold, whatever its adapter; an adapter adds the ones it reads (`card_keys`).
-COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations")
+COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations",
+                    "protocol")
 JUDGE_KEY = "judge_url"
 
 
@@ -154,6 +155,7 @@ class TaskCard:
     options: dict[str, Any] = field(default_factory=dict)
     missing_hint: str = ""
     root_given: bool = False  # the user named the data root (--data-root): never generate data there
+    protocol: str = "fixed"   # the reference protocol the card's defaults follow (core/protocol.py)
 
     @property
     def probe(self) -> dict[str, Any] | None:
@@ -184,7 +186,7 @@ class TaskCard:
         raw.pop("data_root", None)
         return cls(name=name, adapter=raw.pop("adapter"), data_root=root, frames=int(raw.pop("frames", 32)),
                    max_new_tokens=int(raw.pop("max_new_tokens", 16)), missing_hint=raw.pop("missing_hint", ""),
-                   options=raw, root_given=data_root is not None)
+                   protocol=str(raw.pop("protocol", "fixed")), options=raw, root_given=data_root is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": self.adapter, "data_root": str(self.data_root), "frames": self.frames,

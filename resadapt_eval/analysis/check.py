@@ -254,6 +254,13 @@ def check_published(run: RunView, table: dict[str, Any], limits: Limits, source:
                         f"in {have[:6]}{' ...' if len(have) > 6 else ''}")
     metrics = run.summary["metrics"]
     failures, rows, stats = [], [], {"metrics": {}}
+    want, have = table.get("protocol"), run.summary.get("protocol", "fixed")  # runs before protocols: fixed
+    if want:
+        rows.append(["protocol", want, have, "" if want == have else "differs"])
+        stats["protocol"] = {"published": want, "run": have}
+        if want != have:
+            failures.append(f"the run's vanilla follows the {have} protocol, the published numbers the {want} "
+                            f"protocol: rerun with --protocol {want} (docs/protocols.md)")
     for r in rows_in:
         m = r["metric"]
         if m not in metrics:

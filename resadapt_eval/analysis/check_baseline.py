@@ -64,7 +64,7 @@ def check_baseline(root: str | Path, out: str | Path, limits: Limits,
         key = (cfg.backbone, cfg.device, cfg.dtype, cfg.attn, cfg.text_resume, cfg.trust_remote_code)
         if key not in backbones:
             backbones[key] = load_backbone(cfg.backbone, device=cfg.device, dtype=cfg.dtype, attn=cfg.attn,
-                                           text_resume=cfg.text_resume, trust_remote_code=cfg.trust_remote_code)
+                                           text_resume=cfg.text_resume or "max+1", trust_remote_code=cfg.trust_remote_code)
         cache = caches.setdefault(cfg.task, FrameCache())
         done = run(replace(cfg), backbone=backbones[key], cache=cache)
         item = BaselineCheck(ref, done.directory, check_paired(load_run(done.directory), load_run(ref), limits))

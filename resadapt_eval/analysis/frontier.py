@@ -86,9 +86,15 @@ def run_row(summary: dict[str, Any], directory: Path) -> dict[str, Any]:
             "budget": str(summary["budget"]), "frames": int(summary["frames"]), "n": int(main.get("n", summary["n"])),
             "main_metric": metric, "score": _number(main["value"]), "ci_low": _number(main.get("ci_low")),
             "ci_high": _number(main.get("ci_high")), "retention": _number(summary.get("retention_mean")),
-            "tokens": _number(summary.get("tokens_mean")), "patches": _number(summary.get("patches_mean")),
+            "tokens": _number(_first(summary.get("llm_visual_tokens_mean"), summary.get("tokens_mean"))), "patches": _number(summary.get("patches_mean")),
             "flops": _number(summary.get("flops_mean")),
             "latency_s": _number((summary.get("timings_mean") or {}).get("e2e")), "directory": str(directory)}
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None: the token axis is the mean over LLM layers when a run records it
+    (in-LLM pruning such as FastV: layers before K see every token), else the budgeted count."""
+    return next((v for v in values if v is not None), None)
 
 
 def _number(value: Any) -> float:

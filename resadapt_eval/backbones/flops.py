@@ -56,3 +56,9 @@ def vision_flops(vision_config: Any, chunk_patches: list[int], temporal_patch_si
         hid = d * merge * merge
         total += 2 * merged * (hid * hid + hid * out)  # patch merger MLP
     return total
+
+
+def attention_flops(vision_config: Any, chunk_patches: list[int]) -> float:
+    """FLOPs of recomputing one full-attention vision block's q/k and softmax(q·kᵀ) per chunk (VisionZip-style scoring)."""
+    d = _get(vision_config, "hidden_size")
+    return float(sum(2 * p * d * 2 * d + 2 * p * p * d for p in chunk_patches))

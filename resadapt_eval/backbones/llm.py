@@ -8,9 +8,12 @@ layers >= K the kept tokens. Kept tokens keep their M-RoPE cos/sin (sliced from 
 sequence's), masks are built per layer against that layer's own cache length, and decode steps
 take explicit positions, so the per-layer cache lengths never matter.
 
-FastV's score is the last token's attention row at layer K-1, averaged over heads. It is
-recomputed from that layer's input and cached keys (`last_query_attention`), which works under
-sdpa and flash-attn (neither returns weights) without switching the model to eager.
+FastV's score is the last token's attention row at layer K-1, averaged over heads, as in the
+authors' code (the paper describes the mean attention a token receives). It is recomputed from
+that layer's input and cached keys (`last_query_attention`), which works under sdpa and flash-attn
+(neither returns weights) without switching the model to eager. PyramidDrop (`Staged`) drops at
+several layers; at each it scores with the last token's attention row of the layer about to run,
+its query and keys computed from that layer's (unpruned) input, as the authors' `pdrop_rank_drop`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Prefill:
     layer_tokens: list[int]
     layer_visual: list[int]
     kept: torch.Tensor | None = None
+    scoring_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,14 @@ class InLLMPrune:
 
     layer: int
     keep: int
+
+
+@dataclass(frozen=True)
+class Staged:
+    """PyramidDrop: before layer `stages[i][0]`, keep the `stages[i][1]` visual tokens the last token
+    attends to most in that layer (its own query and keys on its input)."""
+
+    stages: tuple[tuple[int, int], ...]
 
 
 class StockLM:
@@ -95,11 +107,17 @@ class LayerwiseLM:
                                  past_key_values=cache, use_cache=True)
 
     def prefill(self, embeds: torch.Tensor, pos: torch.Tensor, visual: torch.Tensor,
-                deepstack: list[torch.Tensor], prune: InLLMPrune) -> Prefill:
-        """Layers 0..K-1 on the full sequence, FastV's selection, layers K..L-1 on the kept tokens."""
+                deepstack: list[torch.Tensor], prune: InLLMPrune | Staged) -> Prefill:
+        """Layers run on the full sequence until a pruning layer, then on the kept tokens (FastV once after
+        layer K-1's attention; PyramidDrop at each stage with the next layer's own attention)."""
         n_layers = len(self.lm.layers)
-        if not 1 <= prune.layer < n_layers:
-            raise ValueError(f"in-LLM pruning needs 1 <= layer < {n_layers} (this LLM's layers), got {prune.layer}")
+        if isinstance(prune, InLLMPrune):
+            stages, fresh = {prune.layer: prune.keep}, False
+        else:
+            stages, fresh = dict(prune.stages), True
+        for layer in stages:
+            if not 1 <= layer < n_layers:
+                raise ValueError(f"in-LLM pruning needs 1 <= layer < {n_layers} (this LLM's layers), got {layer}")
         cache = DynamicCache(config=self.config)
         cos_sin = self.lm.rotary_emb(embeds, pos)
         hidden = embeds
@@ -107,24 +125,31 @@ class LayerwiseLM:
         kept = torch.arange(embeds.shape[1], device=embeds.device)
         layer_tokens, layer_visual = [], []
         layer_input = hidden
+        rank = torch.cumsum(visual.long(), 0) - 1  # each visual token's row in the deepstack features
+        flops = 0.0
         for i in range(n_layers):
-            if i == prune.layer:
-                row = last_query_attention(self.lm.layers[i - 1], layer_input, cos_sin, cache.layers[i - 1].keys)
+            if i in stages:
+                if fresh:
+                    row = last_query_attention(self.lm.layers[i], hidden, cos_sin, None)
+                else:
+                    row = last_query_attention(self.lm.layers[i - 1], layer_input, cos_sin, cache.layers[i - 1].keys)
+                flops += _row_flops(self.lm.layers[i], hidden.shape[1], fresh)
                 vis_idx = visual.nonzero().squeeze(1)
-                chosen = top_scores(row[vis_idx], prune.keep).keep.to(vis_idx.device)
-                kept = torch.cat([(~visual).nonzero().squeeze(1), vis_idx[chosen]]).sort().values
-                hidden, visual = hidden[:, kept], visual[kept]
-                cos_sin = tuple(t[:, kept] for t in cos_sin)
-                deepstack = [d[chosen.to(d.device)] for d in deepstack]
+                chosen = top_scores(row[vis_idx], stages[i]).keep.to(vis_idx.device)
+                here = torch.cat([(~visual).nonzero().squeeze(1), vis_idx[chosen]]).sort().values
+                kept = kept[here]
+                hidden, visual = hidden[:, here], visual[here]
+                cos_sin = tuple(t[:, here] for t in cos_sin)
                 mask = self._masks(hidden, cache)
             layer_input = hidden
             hidden = self._layer(i, hidden, mask, cos_sin, cache)
             if i < len(deepstack):
-                hidden = self.lm._deepstack_process(hidden, visual[None], deepstack[i])
+                ds = deepstack[i][rank[kept[visual]].to(deepstack[i].device)]
+                hidden = self.lm._deepstack_process(hidden, visual[None], ds)
             layer_tokens.append(hidden.shape[1])
             layer_visual.append(int(visual.sum()))
         hidden = self.lm.norm(hidden)
-        return Prefill(hidden[:, -1], cache, layer_tokens, layer_visual, kept)
+        return Prefill(hidden[:, -1], cache, layer_tokens, layer_visual, kept, flops)
 
     def step(self, embeds: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """One greedy step at explicit positions over a cache whose layers may hold different lengths."""
@@ -136,20 +161,38 @@ class LayerwiseLM:
         return self.lm.norm(hidden)[:, -1]
 
 
+def _row_flops(layer: torch.nn.Module, n: int, with_keys: bool) -> float:
+    """FLOPs of one recomputed last-query attention row over n keys (plus the keys' projection when fresh)."""
+    attn = layer.self_attn
+    d = attn.q_proj.in_features
+    flops = 2.0 * d * attn.q_proj.out_features + 2.0 * n * attn.q_proj.out_features
+    if with_keys:
+        flops += 2.0 * n * d * attn.k_proj.out_features
+    return flops
+
+
 def last_query_attention(layer: torch.nn.Module, layer_input: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor],
-                         keys: torch.Tensor) -> torch.Tensor:
-    """Head-mean attention of the last position over all keys, as `layer` computed it (eager's weights, last row).
+                         keys: torch.Tensor | None) -> torch.Tensor:
+    """Head-mean attention of the last position over all keys, as `layer` computes it (eager's weights, last row).
 
     The query is rebuilt from the layer's input with its own norm, q projection, q norm (Qwen3) and
-    M-RoPE; the keys are the layer's cached keys (already projected, normed and rotated).
+    M-RoPE; the keys are the layer's cached keys (already projected, normed and rotated), or, when
+    `keys` is None, projected here from the same input (the layer has not run yet: PyramidDrop).
     """
     attn = layer.self_attn
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    if keys is None:
+        h_all = layer.input_layernorm(layer_input)
+        k = attn.k_proj(h_all).view(1, h_all.shape[1], -1, attn.head_dim)
+        if hasattr(attn, "k_norm"):
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)
+        _, keys = rotary(k, k, *cos_sin)
     h = layer.input_layernorm(layer_input[:, -1:])
     q = attn.q_proj(h).view(1, 1, -1, attn.head_dim)
     if hasattr(attn, "q_norm"):
         q = attn.q_norm(q)
     q = q.transpose(1, 2)
-    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
     cos, sin = (t[:, -1:] for t in cos_sin)
     q, _ = rotary(q, q, cos, sin)
     k = keys.repeat_interleave(attn.num_key_value_groups, dim=1)

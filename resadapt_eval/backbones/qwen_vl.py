@@ -32,9 +32,10 @@ from torchvision.transforms.v2 import functional as tvF
 from resadapt_eval.core.budget import Geometry
 from resadapt_eval.core.types import Frames, Output, Plan, UserError
 from resadapt_eval.backbones import backbone_name, register
-from resadapt_eval.backbones.flops import llm_prefill_flops, vision_flops
-from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, StockLM
-from resadapt_eval.backbones.reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
+from resadapt_eval.backbones.flops import attention_flops, llm_prefill_flops, vision_flops
+from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, Staged, StockLM
+from resadapt_eval.backbones.pyramid import pyramid_schedule
+from resadapt_eval.backbones.reduction import IN_LLM_METHODS, Selection, VisualTokens, needs_vision_attention, reduce_visual
 from resadapt_eval.backbones.vit_attention import BlockRecorder, scoring_block, token_attention
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
@@ -338,9 +339,10 @@ class QwenVLBackbone:
         timer.lap("preprocess")
 
         red = plan.reduction
+        reduction_flops = 0.0
         visual_model = self.model.model.visual
         recorder = None
-        if red is not None and red.layer == 0 and red.method in NEEDS_VISION_ATTENTION:
+        if red is not None and red.method not in IN_LLM_METHODS and needs_vision_attention(red.method, red.params):
             recorder = BlockRecorder(visual_model, scoring_block(self.config.vision_config))
         getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
         with recorder or nullcontext():
@@ -355,27 +357,36 @@ class QwenVLBackbone:
         n_input_visual = int(visual.sum())
         prompt_tokens = int(embeds.shape[1])
 
-        if red is not None and red.layer == 0:
+        if red is not None and red.method not in IN_LLM_METHODS:
             attention = keys = None
             if recorder is not None:
                 attention, keys = token_attention(visual_model, recorder.block, grids, recorder.captured)
             merge = self.geometry.merge_size ** 2
-            tokens = VisualTokens(feats, tuple(int(g.prod()) // merge for g in grids), attention, keys)
+            tokens = VisualTokens(feats, tuple(int(g.prod()) // merge for g in grids), attention, keys,
+                                  int(self.config.vision_config.num_heads))
             sel = reduce_visual(red.method, tokens, red.keep, red.seed, red.params)
+            reduction_flops = sel.flops
+            if recorder is not None:
+                reduction_flops += attention_flops(self.config.vision_config, [int(g.prod()) for g in grids])
             embeds, pos, visual, deepstack = _apply_selection(sel, embeds, pos, visual, feats, deepstack)
             prompt_tokens = int(embeds.shape[1])
             timer.lap("reduce")
 
         lm = self.model.model.language_model
-        if red is not None and red.layer > 0:
-            if red.method != "fastv":
-                raise ValueError(f"token reduction {red.method!r} cannot run inside the LLM (only fastv)")
+        if red is not None and red.method in IN_LLM_METHODS:
             n_layers = len(lm.layers)
-            if not 1 <= red.layer < n_layers:
-                raise UserError(f"fastv prunes after layer K with 1 <= K < {n_layers} on this {n_layers}-layer LLM, "
-                                f"got K={red.layer}; pass --strategy-option layer=K")
+            if red.method == "fastv":
+                if not 1 <= red.layer < n_layers:
+                    raise UserError(f"fastv prunes after layer K with 1 <= K < {n_layers} on this {n_layers}-layer "
+                                    f"LLM, got K={red.layer}; pass --strategy-option layer=K")
+                prune: InLLMPrune | Staged = InLLMPrune(red.layer, red.keep)
+            elif red.method == "pyramiddrop":
+                prune = Staged(pyramid_schedule(n_layers, n_input_visual, red.keep, red.params))
+            else:
+                raise ValueError(f"token reduction {red.method!r} cannot run inside the LLM (fastv, pyramiddrop)")
             runner = LayerwiseLM(lm)
-            pre = runner.prefill(embeds, pos, visual, deepstack, InLLMPrune(red.layer, red.keep))
+            pre = runner.prefill(embeds, pos, visual, deepstack, prune)
+            reduction_flops = pre.scoring_flops
         else:
             runner = StockLM(lm)
             pre = runner.prefill(embeds, pos, visual, deepstack)
@@ -400,10 +411,17 @@ class QwenVLBackbone:
         vis = vision_flops(self.config.vision_config, chunk_patches, self.geometry.temporal_patch_size)
         llm = llm_prefill_flops(self.config.text_config, float(prompt_tokens), [float(n) for n in pre.layer_tokens])
         layer_mean = sum(pre.layer_visual) / len(pre.layer_visual)
-        return Output(text=text, visual_tokens=pre.layer_visual[-1], encoder_patches=patches,
+        flops = {"vision": vis, "llm_prefill": llm, "total": vis + llm}
+        if red is not None:  # the method's own scoring cost, part of the total
+            flops.update(reduction=reduction_flops, total=vis + llm + reduction_flops)
+        visual_tokens = pre.layer_visual[-1]
+        if red is not None and red.method == "pyramiddrop":  # its budget: the mean over the layers it prunes
+            first = min(layer for layer, _ in prune.stages) if prune.stages else len(pre.layer_visual)
+            pruned = pre.layer_visual[first:] or pre.layer_visual[-1:]
+            visual_tokens = sum(pruned) // len(pruned)
+        return Output(text=text, visual_tokens=visual_tokens, encoder_patches=patches,
                       prompt_tokens=prompt_tokens, generated_tokens=len(generated), timings=timer.result(),
-                      flops={"vision": vis, "llm_prefill": llm, "total": vis + llm}, llm_visual_tokens=layer_mean,
-                      llm_visual_tokens_input=int(n_input_visual))
+                      flops=flops, llm_visual_tokens=layer_mean, llm_visual_tokens_input=int(n_input_visual))
 
 
 def _apply_selection(sel: Selection, embeds: torch.Tensor, pos: torch.Tensor, visual: torch.Tensor,

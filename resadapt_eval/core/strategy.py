@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+from typing import Any, Protocol, runtime_checkable
 
 from resadapt_eval.core.budget import Budget, Geometry
 from resadapt_eval.core.protocols import BackboneView
+from resadapt_eval.core.protocol import InputProtocol
+from resadapt_eval.core.protocol import uniform_positions as uniform_subset  # the frame-sampling rule
 from resadapt_eval.core.types import Chunk, Frames, Plan, Reduction, Sample, UserError
 
 
@@ -29,16 +29,29 @@ class Context:
 
     @classmethod
     def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
-              backbone: BackboneView | None = None, task: str = "") -> "Context":
+              backbone: BackboneView | None = None, task: str = "", protocol: InputProtocol | None = None) -> "Context":
         kind, n = frames.kind, frames.count
-        vanilla_hw = geometry.vanilla_size(kind, frames.height, frames.width, n)
-        vanilla = geometry.vanilla_tokens(kind, frames.height, frames.width, n)
+        vanilla_hw = vanilla_size(geometry, protocol, kind, frames.height, frames.width, n)
+        vanilla = _chunks(geometry, kind, n) * geometry.tokens_per_chunk(*vanilla_hw)
         reference = None
         if budget.ref_frames is not None and kind == "video":
-            reference = geometry.vanilla_tokens(kind, frames.height, frames.width,
-                                                min(budget.ref_frames, frames.total_frames))
+            ref_n = min(budget.ref_frames, frames.total_frames)
+            ref_hw = vanilla_size(geometry, protocol, kind, frames.height, frames.width, ref_n)
+            reference = _chunks(geometry, kind, ref_n) * geometry.tokens_per_chunk(*ref_hw)
         return cls(sample, frames, geometry, budget, seed, vanilla_hw, vanilla, budget.limit(vanilla, reference),
                    backbone, task)
+
+
+def vanilla_size(geometry: Geometry, protocol: InputProtocol | None, kind: str, height: int, width: int,
+                 n_frames: int) -> tuple[int, int]:
+    """The (h, w) of vanilla's frames: the protocol's sizing (qwen-vl-utils) or the processor's caps."""
+    if kind == "video" and protocol is not None and protocol.sizing == "qwen-vl-utils":
+        return protocol.frame_size(geometry.factor, height, width, n_frames)
+    return geometry.vanilla_size(kind, height, width, n_frames)
+
+
+def _chunks(geometry: Geometry, kind: str, n_frames: int) -> int:
+    return 1 if kind == "image" else geometry.n_chunks(n_frames)
 
 
 @runtime_checkable
@@ -55,12 +68,6 @@ class Strategy(Protocol):
     def plan(self, ctx: Context) -> Plan:
         """The plan for one sample; `plan.tokens` must not exceed `ctx.limit` unless marked infeasible."""
         ...
-
-
-def uniform_subset(n_total: int, n_keep: int) -> list[int]:
-    """n_keep evenly spaced positions out of range(n_total) (the same rule as frame sampling)."""
-    n_keep = max(1, min(n_keep, n_total))
-    return [int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)]
 
 
 def even_plan(ctx: Context, positions: list[int], sizes: list[tuple[int, int]] | tuple[int, int],
@@ -131,3 +138,21 @@ def check_share(name: str, value: float) -> float:
     if not 0.0 < share <= 1.0:
         raise UserError(f"strategy option {name} must be in (0, 1], got {value!r}")
     return share
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """One of `choices`, or a one-line error naming the option."""
+    if str(value) not in choices:
+        raise UserError(f"strategy option {name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def check_range(name: str, value: Any, low: float, high: float) -> float:
+    """A number in [low, high], or a one-line error naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not low <= number <= high:
+        raise UserError(f"strategy option {name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return number

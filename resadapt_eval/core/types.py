@@ -100,7 +100,10 @@ class Chunk:
 class Reduction:
     """An optional token-reduction step applied to merged visual tokens.
 
-    `layer` 0 means before the first LLM layer. `keep` is the exact number of visual tokens kept.
+    `layer` 0 means before the first LLM layer (FastV: after layer K-1). `keep` is the exact number
+    of visual tokens kept; for a staged in-LLM method (pyramiddrop) it is the mean over the layers
+    that prune, and `params` holds its schedule. Which methods run inside the LLM is
+    `backbones.reduction.IN_LLM_METHODS`.
     """
 
     method: str

@@ -1,40 +1,61 @@
-"""Decode the vanilla visual input of a sample: N uniformly sampled video frames, or one image.
+"""Decode the vanilla visual input of a sample: the protocol's video frames, or one image.
 
-Uniform sampling follows qwen-vl-utils (used by lmms-eval's Qwen2.5-VL models):
-indices = round(linspace(0, total - 1, N)). decord is tried first, PyAV second; both failing
-turns into a `SampleError`, which the runner records as a per-sample error. Neither decodes the
-whole video: each seeks to the keyframe before a sampled frame and decodes on to it.
+Which frames are sampled is the run's protocol's rule (`core/protocol.py`): by default N frames at
+round(linspace(0, total - 1, N)); Qwen's, lmms-eval's and the ResAdapt paper's protocols sample by
+fps or frame count exactly as qwen-vl-utils does. torchcodec (when installed) is tried first, then
+decord, then PyAV; all failing turns into a `SampleError`, which the runner records as a per-sample
+error. None of them decodes the whole video: each seeks to the keyframe before a sampled frame and
+decodes on to it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from resadapt_eval.core.protocol import InputProtocol, uniform_positions
 from resadapt_eval.core.types import Frames, SampleError
+
+#: picks frame numbers from (total frames, average fps)
+Chooser = Callable[[int, float], list[int]]
 
 
 def uniform_indices(total_frames: int, n_frames: int) -> list[int]:
     """min(N, total) frame numbers spread evenly from the first to the last frame."""
     if total_frames < 1:
         raise SampleError("video has no frames")
-    n = max(1, min(n_frames, total_frames))
-    return [int(round(x)) for x in np.linspace(0, total_frames - 1, n)]
+    return uniform_positions(total_frames, n_frames)
 
 
-def _decode_decord(path: str, n_frames: int) -> tuple[np.ndarray, list[int], float, int]:
+def _decode_torchcodec(path: str, choose: Chooser) -> tuple[np.ndarray, list[int], float, int]:
+    from torchcodec.decoders import VideoDecoder
+
+    # FFmpeg picks the thread count (torchcodec defaults to one: measured 1.9x slower at 720p)
+    decoder = VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0)
+    meta = decoder.metadata
+    total = int(meta.num_frames or 0)
+    fps = float(meta.average_fps or 0) or 1.0
+    idx = choose(total, fps)
+    pixels = decoder.get_frames_at(indices=idx).data.numpy()
+    return pixels, idx, fps, total
+
+
+def _decode_decord(path: str, choose: Chooser) -> tuple[np.ndarray, list[int], float, int]:
     import decord
 
     reader = decord.VideoReader(path)  # num_threads=0: FFmpeg picks (1 thread measured ~1.3x slower at 720p)
     total = len(reader)
     fps = float(reader.get_avg_fps())
-    idx = uniform_indices(total, n_frames)
+    idx = choose(total, fps)
     pixels = reader.get_batch(idx).asnumpy()
     return pixels, idx, fps, total
 
@@ -58,13 +79,20 @@ def _pyav_open(path: str):
     return container, stream, fps, total
 
 
+def _rgb(frame) -> np.ndarray:
+    """A PyAV frame as RGB, turned by its display rotation as torchcodec and decord turn it."""
+    pixels = frame.to_ndarray(format="rgb24")
+    turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
+
+
 def _scan_frames(container, stream, wanted: set[int]) -> dict[int, np.ndarray]:
     """Full decode from the start: frame k is the k-th frame the decoder returns."""
     got: dict[int, np.ndarray] = {}
     last = max(wanted)
     for i, frame in enumerate(container.decode(stream)):
         if i in wanted:
-            got[i] = frame.to_ndarray(format="rgb24")
+            got[i] = _rgb(frame)
         if i >= last:
             break
     return got
@@ -176,22 +204,22 @@ def _seek_frames(container, stream, targets: list[int], total: int) -> dict[int,
                 seen_key = i
             cur = i
             if i >= t:
-                held = (i, frame.to_ndarray(format="rgb24"))
+                held = (i, _rgb(frame))
                 got[t] = held[1]
                 break
         else:  # the stream ended before t: a VFR stream's last frame may count a little short of total - 1
             if last is None or t - cur > _END_SLACK:
                 break  # the rest are missing (a cut file)
-            held = (t, last.to_ndarray(format="rgb24"))
+            held = (t, _rgb(last))
             got[t] = held[1]
     return got
 
 
-def _decode_pyav(path: str, n_frames: int, seek: bool = True) -> tuple[np.ndarray, list[int], float, int]:
+def _decode_pyav(path: str, choose: Chooser, seek: bool = True) -> tuple[np.ndarray, list[int], float, int]:
     """PyAV: seek to the sampled frames (or, with seek=False or without timestamps, decode all up to the last)."""
     container, stream, fps, total = _pyav_open(path)
     with container:
-        idx = uniform_indices(total, n_frames)
+        idx = choose(total, fps)
         got = None
         if seek and (stream.average_rate or stream.guessed_rate) and stream.time_base:
             try:
@@ -207,11 +235,38 @@ def _decode_pyav(path: str, n_frames: int, seek: bool = True) -> tuple[np.ndarra
     return np.stack([got[i] for i in idx]), idx, fps, total
 
 
-def _decode_pyav_scan(path: str, n_frames: int) -> tuple[np.ndarray, list[int], float, int]:
-    return _decode_pyav(path, n_frames, seek=False)
+def _decode_pyav_scan(path: str, choose: Chooser) -> tuple[np.ndarray, list[int], float, int]:
+    return _decode_pyav(path, choose, seek=False)
 
 
-_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav, "pyav-scan": _decode_pyav_scan}
+_BACKENDS = {"torchcodec": _decode_torchcodec, "decord": _decode_decord, "pyav": _decode_pyav,
+             "pyav-scan": _decode_pyav_scan}
+
+
+@functools.lru_cache(maxsize=1)
+def have_torchcodec() -> bool:
+    """torchcodec is optional: it needs the torch it was built for and the system's FFmpeg libraries
+    (`apt-get install ffmpeg`); without them `auto` goes on with decord and PyAV."""
+    if importlib.util.find_spec("torchcodec") is None:
+        return False
+    try:
+        from torchcodec._core import ops  # fails beside a torch it was not built for
+    except Exception:
+        return False
+    return bool(getattr(ops, "_FFMPEG_AVAILABLE", True))
+
+
+def auto_backends(path: str) -> list[str]:
+    """The decoders `auto` tries, in order: torchcodec (when installed), decord, PyAV.
+
+    MPEG transport streams go to PyAV first: torchcodec and decord both land on wrong frames there
+    (measured, tests/test_decoders.py). torchcodec comes before decord elsewhere because decord lands
+    a frame off on HEVC with B-frames (same test file).
+    """
+    codec = ["torchcodec"] if have_torchcodec() else []
+    if path.lower().endswith(PYAV_FIRST):
+        return ["pyav", *codec, "decord"]
+    return [*codec, "decord", "pyav"]
 
 
 # decord prefixes its messages with the wall-clock time and its source location
@@ -226,32 +281,36 @@ def _decoder_message(e: Exception) -> str:
     return _DECORD_PREFIX.sub("", text).strip()
 
 
-PYAV_FIRST = (".ts", ".m2ts", ".mts")  # containers where decord's seeking lands on the wrong frames
+PYAV_FIRST = (".ts", ".m2ts", ".mts")  # containers where decord's and torchcodec's seeking land on wrong frames
 
 
-def load_video(path: str | os.PathLike, n_frames: int, backend: str = "auto") -> Frames:
-    """Decode `n_frames` uniformly sampled frames (decord, then PyAV) with their timestamps.
+def load_video(path: str | os.PathLike, n_frames: int, backend: str = "auto",
+               protocol: InputProtocol | None = None) -> Frames:
+    """Decode the frames a protocol samples (default: `n_frames` uniformly) with their timestamps.
 
-    Both backends decode only around the sampled frames (seek to the keyframe before each, decode on);
+    Every backend decodes only around the sampled frames (seek to the keyframe before each, decode on);
     `backend="pyav-scan"` is the plain PyAV decode of every frame up to the last one, for comparison.
-    MPEG transport streams go to PyAV first: decord returns wrong frames on them (measured).
+    `auto` tries torchcodec (when installed), then decord, then PyAV; MPEG transport streams go to PyAV
+    before decord, which returns wrong frames on them (measured).
     """
     path = str(path)
     if not os.path.isfile(path):
         raise SampleError(f"video not found: {path}")
     if os.path.getsize(path) == 0:
         raise SampleError(f"video is an empty file: {path}")
-    if backend == "auto":
-        backends = ["pyav", "decord"] if path.lower().endswith(PYAV_FIRST) else ["decord", "pyav"]
-    else:
-        backends = [backend]
+    backends = auto_backends(path) if backend == "auto" else [backend]
     if any(b not in _BACKENDS for b in backends):
         raise ValueError(f"unknown video backend {backend!r}; use auto, {', '.join(_BACKENDS)}")
+    if protocol is not None and protocol.sampling != "fixed":
+        choose: Chooser = protocol.frame_indices
+    else:
+        def choose(total: int, _fps: float) -> list[int]:
+            return uniform_indices(total, n_frames)
     errors = []
     start = time.perf_counter()
     for name in backends:
         try:
-            pixels, idx, fps, total = _BACKENDS[name](path, n_frames)
+            pixels, idx, fps, total = _BACKENDS[name](path, choose)
         except SampleError as e:
             errors.append(f"{name}: {e}")
             continue
@@ -283,10 +342,10 @@ def load_image(image: Any) -> Frames:
                   decode_s=time.perf_counter() - start, backend="pil")
 
 
-def load_frames(kind: str, media: Any, n_frames: int) -> Frames:
+def load_frames(kind: str, media: Any, n_frames: int, protocol: InputProtocol | None = None) -> Frames:
     """The vanilla visual input of a sample."""
     if kind == "video":
-        return load_video(media, n_frames)
+        return load_video(media, n_frames, protocol=protocol)
     return load_image(media)
 
 
@@ -305,17 +364,18 @@ class FrameCache:
         self.bytes = 0
         self.hits = self.misses = 0
 
-    def load(self, kind: str, media: Any, n_frames: int) -> tuple[Frames, bool]:
+    def load(self, kind: str, media: Any, n_frames: int,
+             protocol: InputProtocol | None = None) -> tuple[Frames, bool]:
         """(frames, whether they came from the cache)."""
         if not isinstance(media, (str, os.PathLike)):
-            return load_frames(kind, media, n_frames), False
-        key = (kind, str(media), n_frames)
+            return load_frames(kind, media, n_frames, protocol), False
+        key = (kind, str(media), n_frames, protocol)
         if key in self.items:
             self.items.move_to_end(key)
             self.hits += 1
             return self.items[key], True
         self.misses += 1
-        frames = load_frames(kind, media, n_frames)
+        frames = load_frames(kind, media, n_frames, protocol)
         size = frames.pixels.nbytes
         if size <= self.max_bytes:
             self.items[key] = frames

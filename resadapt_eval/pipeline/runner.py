@@ -26,6 +26,8 @@ from resadapt_eval.pipeline.grid import StrategySpec, expand
 from resadapt_eval.pipeline.media import FrameCache, load_frames
 from resadapt_eval.pipeline.prefetch import Prefetcher
 from resadapt_eval.strategies import STRATEGIES
+from resadapt_eval.core import protocol as protocols
+from resadapt_eval.core.protocol import InputProtocol
 from resadapt_eval.core.strategy import Context
 from resadapt_eval.core.types import Frames, Output, Plan, Sample, SampleError, UserError
 
@@ -52,7 +54,8 @@ class RunConfig:
     device: str | None = None
     dtype: str | None = None
     attn: str | None = None
-    text_resume: str = "max+1"
+    text_resume: str | None = None  # None: the protocol's choice ("max+1" for all but lmms-eval's "hf")
+    protocol: str | None = None     # None: the task card's (`fixed` unless the card says otherwise)
     trust_remote_code: bool = False
     strategy_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +68,11 @@ class RunResult:
     directory: Path
     summary: dict[str, Any]
     new_records: int
+
+
+def protocol_default_frames(name: str) -> int | None:
+    """The frame count (or cap) a protocol implies when --frames is not given (None: the card's)."""
+    return protocols.resolve(name, "qwen2_5_vl").default_frames
 
 
 def load_card(task: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> TaskCard:
@@ -87,7 +95,8 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     card = load_card(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
     budget = parse_budget(config.budget, config.budget_ref_frames)
-    frames_n = config.frames or card.frames
+    protocol_name = config.protocol or card.protocol
+    frames_n = config.frames or protocol_default_frames(protocol_name) or card.frames
     if frames_n < 1:
         raise UserError(f"--frames must be at least 1, got {frames_n}")
     max_new = config.max_new_tokens or card.max_new_tokens
@@ -100,13 +109,21 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     if config.limit is not None:
         samples = samples[: config.limit]
     world = current_world()
+    text_resume = config.text_resume or protocols.resolve(protocol_name, "qwen2_5_vl").text_resume
     if backbone is None:
         backbone = load_backbone(config.backbone, device=world.device(config.device), dtype=config.dtype,
-                                 attn=config.attn, text_resume=config.text_resume,
+                                 attn=config.attn, text_resume=text_resume,
                                  trust_remote_code=config.trust_remote_code)
+    if getattr(backbone, "text_resume", text_resume) != text_resume:
+        raise UserError(f"the {protocol_name} protocol resumes text positions with {text_resume!r}, but the loaded "
+                        f"backbone uses {backbone.text_resume!r}; pass --text-resume or run it separately")
+    protocol = protocols.resolve(protocol_name, backbone.geometry.family, frames_n)
     torch.manual_seed(config.seed)
 
-    hashed = {k: v for k, v in asdict(config).items() if k not in NOT_HASHED}
+    hashed = {k: v for k, v in asdict(config).items() if k not in NOT_HASHED + ("protocol",)}
+    hashed["text_resume"] = text_resume
+    if protocol.name != "fixed":  # runs made before protocols existed (all `fixed`) keep their hash
+        hashed["protocol"] = protocol.to_dict()
     # A card given by path (--task path/to/card.yaml) hashes as its name: its content is in `card`.
     hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
                   budget=budget.to_dict(), schema=HARNESS_SCHEMA)
@@ -116,7 +133,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     label = rec.strategy_label(config.strategy, config.strategy_options)
     directory = rec.run_dir(config.out, card.name, backbone.name, label, budget.label, frames_n)
     head = {"task": card.name, "backbone": backbone.name, "strategy": label, "budget": budget.label,
-            "budget_spec": budget.to_dict(), "frames": frames_n, "config_hash": chash}
+            "budget_spec": budget.to_dict(), "frames": frames_n, "protocol": protocol.name, "config_hash": chash}
 
     # Under torchrun every rank runs this with its own shard of the samples; rank 0 owns the
     # manifest, the merge and the summary (see resadapt_eval.pipeline.distributed).
@@ -124,6 +141,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
         manifest_path = directory / rec.MANIFEST
         if world.is_main and not manifest_path.exists():
             rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit", "prefetch")}
+            rerun.update(protocol=protocol.name, text_resume=text_resume)  # as resolved, for `recheck`
             rec.write_json(manifest_path, {**head, "config": hashed, "run_config": rerun, "seed": config.seed,
                                            "environment": rec.environment(), "backbone": backbone.describe(),
                                            "backbone_fingerprint": backbone.fingerprint,
@@ -145,7 +163,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
             # the model runs this one (depth 0: all in this thread).
             def stage(sample: Sample) -> Staged:
                 return stage_sample(sample, strategy, backbone, budget, frames_n, max_new, config.seed, cache,
-                                    outputs, task=card.name)
+                                    outputs, task=card.name, protocol=protocol)
 
             depth = prefetch_depth(config.prefetch, backbone)
             with Prefetcher(stage, pending, depth, setup=_prefetch_setup(backbone)) as staged:
@@ -211,7 +229,8 @@ class Staged:
 
 
 def stage_sample(sample: Sample, strategy, backbone, budget, frames_n: int, max_new: int, seed: int,
-                 cache: FrameCache | None = None, outputs: dict | None = None, task: str = "") -> Staged:
+                 cache: FrameCache | None = None, outputs: dict | None = None, task: str = "",
+                 protocol: InputProtocol | None = None) -> Staged:
     """Everything before the model runs: decode (or the frame cache), the strategy's plan (a learned
     planner's forward passes included), and the backbone's preprocessing of that plan."""
     start = time.perf_counter()
@@ -220,16 +239,16 @@ def stage_sample(sample: Sample, strategy, backbone, budget, frames_n: int, max_
         if sample.media is None:
             raise SampleError(sample.meta.get("media_error", "sample has no media"))
         if cache is not None:
-            frames, cached = cache.load(sample.media_kind, sample.media, frames_n)
+            frames, cached = cache.load(sample.media_kind, sample.media, frames_n, protocol)
         else:
-            frames = load_frames(sample.media_kind, sample.media, frames_n)
+            frames = load_frames(sample.media_kind, sample.media, frames_n, protocol)
     except SampleError as e:
         return Staged(sample, time.perf_counter() - start, error=str(e))
     t_plan = time.perf_counter()
-    ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone, task)
+    ctx = Context.build(sample, frames, backbone.geometry, budget, seed, backbone, task, protocol)
     plan = strategy.plan(ctx)
     plan_s = time.perf_counter() - t_plan
-    key = (sample.id, frames_n, sample.prompt, max_new, plan.input_key())
+    key = (sample.id, frames_n, protocol.name if protocol else "fixed", sample.prompt, max_new, plan.input_key())
     reused = outputs.get(key) if outputs is not None else None
     prepared = None
     if reused is None:  # every Backbone prepares (core.protocols): here, so it may run in the prefetch thread
@@ -328,8 +347,9 @@ def sweep(base: RunConfig, tasks: list[str], strategies: list[str | StrategySpec
         if n is not None and n < 1:
             raise UserError(f"--frames must be at least 1, got {n}")
     check_backbone([STRATEGIES.get(s.name)(**s.options) for s in specs], base.backbone)
+    text_resume = base.text_resume or protocols.resolve(base.protocol or "fixed", "qwen2_5_vl").text_resume
     backbone = load_backbone(base.backbone, device=current_world().device(base.device), dtype=base.dtype,
-                             attn=base.attn, text_resume=base.text_resume, trust_remote_code=base.trust_remote_code)
+                             attn=base.attn, text_resume=text_resume, trust_remote_code=base.trust_remote_code)
     results = []
     for task in tasks:
         cache, outputs, loaded = FrameCache(), {}, {}

@@ -1,9 +1,12 @@
 """FastV (arXiv 2403.06764): the full input through layers 0..K-1, then only the budget's visual tokens.
 
 The visual tokens kept for layers K.. are those the last prompt token attends to most at layer
-K-1 (head mean). The plan's token count is what layers >= K see, i.e. exactly the budget; the
-record also gives the visual tokens at the input (`llm_visual_tokens_input`) and their mean over
-layers (`llm_visual_tokens`).
+K-1 (head mean): the score is the last token's attention row, as in the authors' code (the paper
+speaks of the mean attention a token receives). The plan's token count is what layers >= K see,
+i.e. exactly the budget; the record also gives the visual tokens at the input
+(`llm_visual_tokens_input`) and their mean over layers (`llm_visual_tokens`), and the frontier
+places FastV on its token axis by that mean (layers < K see all N tokens: at b = 0.1, K = 2 on a
+28-layer LLM the mean is 0.164 N, not 0.1 N).
 """
 
 from __future__ import annotations

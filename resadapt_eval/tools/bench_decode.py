@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resadapt_eval.pipeline.media import load_video, uniform_indices
+from resadapt_eval.pipeline.media import load_video, uniform_indices, have_torchcodec
 
 #: the generated video: 10 minutes of 1280x720 at 24 fps, a keyframe at least every 250 frames
 WIDTH, HEIGHT, FPS, MINUTES, GOP = 1280, 720, 24, 10, 250
@@ -116,6 +116,8 @@ def _methods(path: str, frames: int, total: int, full_decode: bool) -> dict[str,
         "load_video": lambda: load_video(path, frames).pixels,
         "pyav-seek": lambda: load_video(path, frames, backend="pyav").pixels,
     }
+    if have_torchcodec():
+        methods["torchcodec"] = lambda: load_video(path, frames, backend="torchcodec").pixels
     if full_decode:
         methods["pyav-full-decode"] = lambda: load_video(path, frames, backend="pyav-scan").pixels
     return methods
