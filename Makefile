@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-acceptance test-lmms gpu-check check reference-results demo frontier reference-model reference-allocator clean
+.PHONY: install test test-acceptance test-lmms gpu-check check-baseline check baseline-results reference-results \
+	demo frontier bundled-model reference-model bundled-allocator reference-allocator clean
 
 install: $(STAMP)
 
@@ -48,21 +49,27 @@ test-lmms: $(LMMS_VENV)/.installed
 gpu-check:
 	bash scripts/gpu_check.sh
 
-# The regression gate: rerun every configuration committed under results/reference (fresh, into
+# The regression gate: rerun every configuration committed under results/baseline (fresh, into
 # results/check) and check each against it; exit 1 if accuracy drops or tokens rise.
-check: install
+# `make check` is its short name.
+check-baseline: install
 	rm -rf results/check
-	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval recheck results/reference --out results/check
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval check-baseline results/baseline --out results/check
 
-# Regenerate the committed reference runs (after retraining the bundled model or allocator, on purpose
+check: check-baseline
+
+# Regenerate the committed baseline runs (after retraining the bundled model or allocator, on purpose
 # only): uniform-scale on the four probes, and the bundled allocator on the two it was trained for.
-REFERENCE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math
-reference-results: install
-	rm -rf results/reference
-	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(REFERENCE_TASKS) --strategies uniform-scale \
-		--budgets 0.25,1.0 --out results/reference --no-progress
+# `reference-results` is its former name.
+BASELINE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math
+baseline-results: install
+	rm -rf results/baseline
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(BASELINE_TASKS) --strategies uniform-scale \
+		--budgets 0.25,1.0 --out results/baseline --no-progress
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks probe-videoqa,probe-longvideo --strategies resadapt \
-		--budgets 0.25,1.0 --out results/reference --no-progress
+		--budgets 0.25,1.0 --out results/baseline --no-progress
+
+reference-results: baseline-results
 
 # The bundled allocator's recipe: probe-videoqa at 0.25 keeping the best chunk, probe-longvideo at
 # 0.25 keeping the best 8 of 32 chunks (at full resolution: 0.25 is the 2x2 floor of every chunk, so
@@ -79,14 +86,20 @@ frontier: install
 	$(BIN)/resadapt-eval frontier results
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval view results --out results/view
 
-# Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
-reference-model: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.reference_model --out resadapt_eval/assets/reference
+# Retrain the bundled backbone (tiny-bundled) from scratch (deterministic recipe; about an hour on 2 CPU
+# cores). `reference-model` is its former name.
+bundled-model: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_model --out resadapt_eval/assets/tiny-bundled
 
-# Retrain the bundled ResAdapt allocator for the reference backbone with CAPO (about 11 minutes).
-reference-allocator: install
-	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator --out resadapt_eval/assets/allocator/reference \
+reference-model: bundled-model
+
+# Retrain the bundled ResAdapt allocator for tiny-bundled with CAPO (about 11 minutes).
+# `reference-allocator` is its former name.
+bundled-allocator: install
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator --out resadapt_eval/assets/allocator/tiny-bundled \
 		$(ALLOCATOR_RECIPE) --no-progress
+
+reference-allocator: bundled-allocator
 
 clean:
 	rm -rf .cache results/demo

@@ -68,10 +68,11 @@ def shared_options(f):
 
 
 _SHARED = [
-    click.option("--backbone", default="reference", show_default=True,
+    click.option("--backbone", default="tiny-bundled", show_default=True,
                  help="Bundled alias, local checkpoint folder, or hub id (Qwen2.5-VL / Qwen3-VL)."),
-    click.option("--budget-ref-frames", type=int, default=None,
-                 help="Make the budget relative to vanilla at this many frames (e.g. 8 while --frames 128)."),
+    click.option("--budget-at-frames", "--budget-ref-frames", "budget_ref_frames", type=int, default=None,
+                 help="Count the budget against vanilla at this many frames (e.g. 8 while --frames 128). "
+                      "(--budget-ref-frames is its former name.)"),
     click.option("--limit", type=int, default=None, help="Evaluate only the first N samples."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice."),
     click.option("--out", default="results", show_default=True, help="Results root."),
@@ -196,7 +197,7 @@ def probe_build(tasks: tuple[str, ...], split: str, seed: int | None, n: int, ou
     from resadapt_eval.probes import TRAIN_SEED_BASE, build
 
     if seed is not None and seed >= TRAIN_SEED_BASE:
-        raise UserError(f"--seed must be below {TRAIN_SEED_BASE}: higher seeds are the reference model's training data")
+        raise UserError(f"--seed must be below {TRAIN_SEED_BASE}: higher seeds are the bundled model's training data")
     if seed is not None and out is None:
         raise UserError("--seed without --out would put another seed in a split's folder; pass --out, or --split")
     for task in tasks:
@@ -221,6 +222,7 @@ def _sweep_file(ctx, _param, path):
         raise click.BadParameter(f"{path} must hold a mapping of sweep options", param_hint="--config")
     params = {p.name: p for p in ctx.command.params}
     params["frames"] = params["frames_list"]
+    params["budget_at_frames"] = params["budget_ref_frames"]  # the option's name; its parameter keeps the former one
     unknown = sorted(k for k in raw if str(k).replace("-", "_") not in params)
     if unknown:
         raise click.BadParameter(f"{path}: unknown option(s) {', '.join(map(str, unknown))}", param_hint="--config")
@@ -305,7 +307,7 @@ def _report(result) -> None:
 
 @main.command()
 @click.option("--out", default=None, help="Results root of the sweep and the frontier (default: results; results/dev for --split dev).")
-@click.option("--backbone", default="reference", show_default=True)
+@click.option("--backbone", default="tiny-bundled", show_default=True)
 @click.option("--tasks", default="probe-videoqa,probe-longvideo,probe-grounding,probe-math", show_default=True)
 @click.option("--strategies", default=None, help="Comma-separated (default: every registered strategy).")
 @click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True)
@@ -314,7 +316,7 @@ def _report(result) -> None:
               help="Probe split: test (held out, what is reported) or dev (for development).")
 def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: str, limit: int | None,
          split: str) -> None:
-    """Run the reference sweep on the probes and draw its accuracy-vs-tokens frontier (`make demo`)."""
+    """Run the demo sweep on the probes and draw its accuracy-vs-tokens frontier (`make demo`)."""
     from resadapt_eval.tools.demo import run_demo
 
     out = out or ("results" if split == "test" else "results/dev")
@@ -566,7 +568,7 @@ _GATE = [
     click.option("--max-drop", type=float, default=None,
                  help="Fail when the main metric drops by more than this many points, significant or not."),
     click.option("--max-retention-rise", type=float, default=0.01, show_default=True,
-                 help="Fail when mean retention or tokens rise by more than this fraction of the reference."),
+                 help="Fail when mean retention or tokens rise by more than this fraction of the baseline."),
     click.option("--allow-budget-change", is_flag=True, help="Compare runs of different budgets or frame counts."),
 ]
 
@@ -579,20 +581,21 @@ def gate_options(f):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--reference", required=True,
-              help="A reference run directory, a published-numbers JSON file, or published:NAME for one shipped "
-                   "with the package, e.g. published:resadapt-qwen2.5-vl-7b (see README).")
+@click.option("--baseline", "--reference", "baseline", required=True,
+              help="The baseline run directory, a published-numbers JSON file, or published:NAME for one "
+                   "shipped with the package, e.g. published:resadapt-qwen2.5-vl-7b (docs/regression.md). "
+                   "(--reference is its former name.)")
 @gate_options
 @click.option("--tolerance", type=float, default=2.0, show_default=True,
-              help="Points a run may fall below a published number (summary-level references only).")
+              help="Points a run may fall below a published number (summary-level baselines only).")
 @click.option("--out", default=None, help="Where check.json goes (default: RUN_DIR/check.json).")
-def check(run_dir: str, reference: str, out: str | None, **kw) -> None:
-    """Gate RUN_DIR against a reference: exit 1 when accuracy drops or cost rises, 0 when it holds.
+def check(run_dir: str, baseline: str, out: str | None, **kw) -> None:
+    """Gate one run, RUN_DIR, against its baseline: exit 1 when accuracy drops or cost rises, 0 when it holds.
 
     \b
     Samples are paired by id. Exit 1 when the main metric drops significantly (--alpha) or by
     more than --max-drop points, when mean retention or tokens rise beyond --max-retention-rise,
-    or when samples the reference scored now end in errors. Exit 2 when the runs cannot be
+    or when samples the baseline scored now end in errors. Exit 2 when the runs cannot be
     compared (another task, no common ids, another budget without --allow-budget-change).
     """
     from pathlib import Path
@@ -600,43 +603,49 @@ def check(run_dir: str, reference: str, out: str | None, **kw) -> None:
     from resadapt_eval.analysis.check import Limits, check as run_check
     from resadapt_eval.pipeline.records import write_json
 
-    result = run_check(run_dir, reference, Limits(**kw))
+    result = run_check(run_dir, baseline, Limits(**kw))
     _print_check(result)
     write_json(Path(out) if out else Path(run_dir) / "check.json", result.to_json())
     sys.exit(0 if result.passed else 1)
 
 
-@main.command()
-@click.argument("reference_root", default="results/reference", required=False)
+@main.command(name="check-baseline")
+@click.argument("baseline_root", default="results/baseline", required=False)
 @click.option("--out", default="results/check", show_default=True, help="Where the reruns are written.")
 @gate_options
-def recheck(reference_root: str, out: str, **kw) -> None:
-    """Rerun every configuration committed under REFERENCE_ROOT and `check` each against it (`make check`).
+def check_baseline(baseline_root: str, out: str, **kw) -> None:
+    """Rerun every run committed under BASELINE_ROOT (default: results/baseline) and `check` each against it
+    (`make check-baseline`, or `make check`).
 
     Exit 1 when any check fails; a summary of all of them is written to OUT/check.json."""
     from pathlib import Path
 
     from resadapt_eval.analysis.check import Limits
+    from resadapt_eval.analysis.check_baseline import check_baseline as run_check_baseline
     from resadapt_eval.pipeline.records import write_json
-    from resadapt_eval.analysis.recheck import recheck as run_recheck
 
-    if Path(out).resolve() == Path(reference_root).resolve():
-        raise UserError("--out must differ from the reference tree, or the reruns would resume into it")
-    results = run_recheck(reference_root, out, Limits(**kw), on_result=lambda r: _print_check(r.result))
+    if Path(out).resolve() == Path(baseline_root).resolve():
+        raise UserError("--out must differ from the baseline tree, or the reruns would resume into it")
+    results = run_check_baseline(baseline_root, out, Limits(**kw), on_result=lambda r: _print_check(r.result))
     failed = [r for r in results if not r.result.passed]
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / "check.json", {"passed": not failed, "n": len(results), "failed": len(failed),
-                                          "checks": [dict(r.result.to_json(), reference_dir=str(r.reference),
+                                          "checks": [dict(r.result.to_json(), reference_dir=str(r.baseline),
                                                           run_dir=str(r.run)) for r in results]})
     click.echo(f"{len(results) - len(failed)}/{len(results)} configurations pass; details in {out}/check.json")
     sys.exit(1 if failed else 0)
 
 
+# `recheck`: check-baseline's former name, kept (hidden) for scripts that call it.
+main.add_command(click.Command("recheck", callback=check_baseline.callback, params=check_baseline.params,
+                               help=check_baseline.help, hidden=True))
+
+
 def _print_check(result) -> None:
     from tabulate import tabulate
 
-    click.echo(f"\nrun:       {result.run}\nreference: {result.reference}")
-    click.echo(tabulate(result.rows, headers=["", "reference", "run", "change"], tablefmt="simple"))
+    click.echo(f"\nrun:       {result.run}\nbaseline:  {result.reference}")
+    click.echo(tabulate(result.rows, headers=["", "baseline", "run", "change"], tablefmt="simple"))
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.passed:
@@ -648,7 +657,7 @@ def _print_check(result) -> None:
 @main.command(name="train-allocator")
 @click.option("--task", "tasks", multiple=True, default=("probe-videoqa", "probe-longvideo"), show_default=True,
               help="Probe task to train on (repeatable; prompts alternate between tasks).")
-@click.option("--backbone", default="reference", show_default=True, help="The frozen backbone (alias or folder).")
+@click.option("--backbone", default="tiny-bundled", show_default=True, help="The frozen backbone (alias or folder).")
 @click.option("--out", required=True, help="Folder for allocator.safetensors, its config, history and curves.")
 @click.option("--steps", type=int, default=600, show_default=True, help="Training prompts.")
 @click.option("--group", type=int, default=8, show_default=True, help="Allocations sampled per prompt (M).")
@@ -775,7 +784,8 @@ def _parse_options(items: tuple[str, ...], flag: str = "--task-option") -> dict:
 def _check_positive(kw: dict, *names: str) -> None:
     for name in names:
         if kw.get(name) is not None and kw[name] < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {kw[name]}")
+            flag = "budget-at-frames" if name == "budget_ref_frames" else name.replace("_", "-")
+            raise UserError(f"--{flag} must be at least 1, got {kw[name]}")
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -119,7 +119,7 @@ def test_pip_install_dot_runs_a_probe_offline_from_another_directory(tmp_path):
     _check_installed_cards(inst)
     res = inst.run("run", "--task", "probe-videoqa", "--budget", "0.25", "--limit", "4", "--no-progress",
                    "--out", "results")
-    run_dir = inst.cwd / "results/probe-videoqa/reference/uniform-scale/b0.25-f8"
+    run_dir = inst.cwd / "results/probe-videoqa/tiny-bundled/uniform-scale/b0.25-f8"
     records = rec.read_records(run_dir / rec.SAMPLES)
     assert len(records) == 4 and all(r["error"] is None and r["tokens"] > 0 for r in records), res.stdout
     summary = json.loads((run_dir / rec.SUMMARY).read_text())
@@ -191,8 +191,8 @@ def test_a_researchers_day(tmp_path):
     wheel = next((tmp_path / "dist").glob("resadapt_eval-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"resadapt_eval/tasks/{c}.yaml" for c in CARDS} <= names
-    assert {"resadapt_eval/assets/reference/model.safetensors", "resadapt_eval/assets/reference/config.json",
-            "resadapt_eval/assets/allocator/reference/allocator.safetensors",
+    assert {"resadapt_eval/assets/tiny-bundled/model.safetensors", "resadapt_eval/assets/tiny-bundled/config.json",
+            "resadapt_eval/assets/allocator/tiny-bundled/allocator.safetensors",
             "resadapt_eval/assets/published/resadapt-qwen2.5-vl-7b.json"} <= names
     inst = _installed(tmp_path, tmp_path / "venv", wheel)
     _check_installed_cards(inst)

@@ -215,7 +215,7 @@ def test_reference_backbone_contracts(reference, method):
     """The trained reference model (4 LLM layers) on probe clips and images: vanilla at 1.0, exact budgets below."""
     from resadapt_eval import probes
     from resadapt_eval.core.types import Frames
-    from resadapt_eval.training.reference_model import prompt_for
+    from resadapt_eval.training.bundled_model import prompt_for
 
     for task in ("probe-videoqa", "probe-math"):
         item = probes.GENERATORS[task](0, 7)

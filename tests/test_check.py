@@ -1,6 +1,6 @@
-"""`resadapt-eval check` and `recheck`: the regression gate, on real runs of the bundled reference backbone.
+"""`resadapt-eval check` and `check-baseline`: the regression gate, on real runs of the bundled backbone.
 
-A reference run is evaluated once; the runs under test are that run with answers flipped, costs
+A baseline run is evaluated once; the runs under test are that run with answers flipped, costs
 raised or ids changed (edited records), or a real rerun of the same configuration.
 """
 
@@ -19,7 +19,7 @@ from resadapt_eval import probes
 from resadapt_eval.analysis.check import Limits, check, mcnemar_exact, paired_bootstrap
 from resadapt_eval.cli import main
 from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_records
-from resadapt_eval.analysis.recheck import recheck
+from resadapt_eval.analysis.check_baseline import check_baseline
 from resadapt_eval.pipeline.runner import RunConfig, run
 
 PUBLISHED = Path(__file__).parents[1] / "resadapt_eval" / "assets" / "published" / "resadapt-qwen2.5-vl-7b.json"
@@ -83,13 +83,13 @@ def test_paired_bootstrap_separates_a_shift_from_noise():
 
 def test_identical_rerun_passes_and_is_deterministic(reference_tree, tmp_path):
     ref_root, dirs = reference_tree
-    results = recheck(ref_root, tmp_path / "rerun", Limits())
+    results = check_baseline(ref_root, tmp_path / "rerun", Limits())
     assert len(results) == 2 and all(r.result.passed for r in results)
     for r in results:  # same machine, same config: records identical, so the gate never flakes
         assert r.result.stats["identical_predictions"] == r.result.stats["n_paired"]
         assert r.result.stats["costs"]["tokens"]["rise"] == 0.0
         new = {x["id"]: (x["prediction"], x["tokens"], x["score"]) for x in read_records(r.run / SAMPLES)}
-        old = {x["id"]: (x["prediction"], x["tokens"], x["score"]) for x in read_records(r.reference / SAMPLES)}
+        old = {x["id"]: (x["prediction"], x["tokens"], x["score"]) for x in read_records(r.baseline / SAMPLES)}
         assert new == old
 
 
@@ -98,7 +98,7 @@ def test_ten_percent_of_correct_answers_flipped_fails(reference_tree, tmp_path):
     n_correct = sum(r["score"]["accuracy"] for r in read_records(src / SAMPLES))
     assert n_correct >= 60  # the reference backbone reads the probe: there is something to lose
     bad = edited_copy(src, tmp_path / "bad", flip_correct(int(0.1 * n_correct)))
-    res = CliRunner().invoke(main, ["check", str(bad), "--reference", str(src)])
+    res = CliRunner().invoke(main, ["check", str(bad), "--reference", str(src)])  # the former option name
     assert res.exit_code == 1, res.output
     assert "FAIL: accuracy dropped" in res.output and "McNemar" in res.output
     written = json.loads((bad / "check.json").read_text())
@@ -108,11 +108,11 @@ def test_ten_percent_of_correct_answers_flipped_fails(reference_tree, tmp_path):
 def test_a_few_flips_are_not_significant_and_pass(reference_tree, tmp_path):
     src = reference_tree[1]["probe-videoqa"]
     few = edited_copy(src, tmp_path / "few", flip_correct(3))
-    res = CliRunner().invoke(main, ["check", str(few), "--reference", str(src)])
+    res = CliRunner().invoke(main, ["check", str(few), "--baseline", str(src)])
     assert res.exit_code == 0, res.output
     assert "PASS" in res.output
     # ... unless a hard limit on the drop is set below it
-    res = CliRunner().invoke(main, ["check", str(few), "--reference", str(src), "--max-drop", "1"])
+    res = CliRunner().invoke(main, ["check", str(few), "--baseline", str(src), "--max-drop", "1"])
     assert res.exit_code == 1 and "more than the allowed 1" in res.output
 
 
@@ -124,9 +124,9 @@ def test_five_percent_more_tokens_fails_a_one_percent_allowance(reference_tree, 
         r["retention"] = r["retention"] * 1.05
         return r
     dear = edited_copy(src, tmp_path / "dear", costlier)
-    res = CliRunner().invoke(main, ["check", str(dear), "--reference", str(src), "--max-retention-rise", "0.01"])
+    res = CliRunner().invoke(main, ["check", str(dear), "--baseline", str(src), "--max-retention-rise", "0.01"])
     assert res.exit_code == 1 and "mean tokens rose 5.00%" in res.output
-    res = CliRunner().invoke(main, ["check", str(dear), "--reference", str(src), "--max-retention-rise", "0.1"])
+    res = CliRunner().invoke(main, ["check", str(dear), "--baseline", str(src), "--max-retention-rise", "0.1"])
     assert res.exit_code == 0, res.output
 
 
@@ -174,11 +174,11 @@ def test_unusable_input_exits_2_with_one_line(case, needle, reference_tree, tmp_
     else:
         other = tmp_path / "empty"
         other.mkdir()
-    res = CliRunner().invoke(main, ["check", str(other), "--reference", str(src)])
+    res = CliRunner().invoke(main, ["check", str(other), "--baseline", str(src)])
     assert res.exit_code == 2, res.output
     assert needle in res.output and res.output.count("\n") == 1
     if case == "budget":
-        res = CliRunner().invoke(main, ["check", str(other), "--reference", str(src), "--allow-budget-change"])
+        res = CliRunner().invoke(main, ["check", str(other), "--baseline", str(src), "--allow-budget-change"])
         assert res.exit_code == 0, res.output
 
 
@@ -203,7 +203,7 @@ def test_published_reference_compares_summaries_with_a_tolerance(reference_tree,
     (tmp_path / "paper.json").write_text(json.dumps({**paper, "protocol": "resadapt-paper"}))
     other = check(src, tmp_path / "paper.json", Limits())
     assert not other.passed and "--protocol resadapt-paper" in other.failures[0]
-    res = CliRunner().invoke(main, ["check", str(src), "--reference", str(PUBLISHED)])
+    res = CliRunner().invoke(main, ["check", str(src), "--baseline", str(PUBLISHED)])
     assert res.exit_code == 2 and "has no row for probe-videoqa" in res.output
     # the shipped table by name, as an installed package finds it
     res = CliRunner().invoke(main, ["check", str(src), "--reference", "published:resadapt-qwen2.5-vl-7b"])
@@ -222,3 +222,14 @@ def test_shipped_published_table_holds_the_papers_qwen25_rows():
     assert rows[("charades_sta", "uniform-scale", 32, "0.123", "iou")]["value"] == 32.0
     assert rows[("mathvista", "visionzip", 1, "0.5", "accuracy")]["value"] == 47.2
     assert all(0 <= r["value"] <= 100 and 0 < r["retention"] <= 1 for r in data["rows"])
+
+
+def test_check_baseline_is_named_apart_and_recheck_still_works():
+    """`check` gates one run; `check-baseline` reruns a baseline tree; `recheck` is its hidden former name."""
+    top = CliRunner().invoke(main, ["--help"]).output
+    assert "check-baseline" in top and "recheck" not in top
+    for name in ("check-baseline", "recheck"):
+        res = CliRunner().invoke(main, [name, "--help"])
+        assert res.exit_code == 0 and "results/baseline" in res.output, res.output
+    res = CliRunner().invoke(main, ["recheck", "/nonexistent/tree"])
+    assert res.exit_code == 2 and "no baseline tree at /nonexistent/tree" in res.output

@@ -1,4 +1,4 @@
-"""`make demo`'s command: a sweep on the bundled reference backbone, then the frontier files."""
+"""`make demo`'s command: a sweep on the bundled backbone (tiny-bundled), then the frontier files."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
     assert not (tmp_path / "home" / "probes" / "probe-math" / "dev").exists()
     front = out / "frontier"
     for name in ("frontier.csv", "frontier.md", "strategies.md", "frontier.png", "frontier.svg",
-                 "probe-math__reference.png", "frontier-costs.png", "paired.md"):
+                 "probe-math__tiny-bundled.png", "frontier-costs.png", "paired.md"):
         assert (front / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(front / "frontier.csv")))
     assert {(r["strategy"], r["budget"]) for r in rows} == {("vanilla", "0.25"), ("vanilla", "1"),

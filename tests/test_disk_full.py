@@ -26,7 +26,7 @@ def _args(out):
 def test_a_full_disk_exits_1_with_one_line_and_the_rerun_resumes(tmp_path, monkeypatch):
     clean = CliRunner().invoke(main, _args(tmp_path / "clean"))
     assert clean.exit_code == 0, clean.output
-    run_dir = "probe-videoqa/reference/uniform-scale/b0.25-f8"
+    run_dir = "probe-videoqa/tiny-bundled/uniform-scale/b0.25-f8"
     expected = rec.read_records(tmp_path / "clean" / run_dir / rec.SAMPLES)
     assert len(expected) == N
 

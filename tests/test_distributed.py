@@ -17,7 +17,7 @@ from resadapt_eval import probes
 from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_records, shard_files
 
 N = 24
-RUN_DIR = Path("probe-longvideo/reference/uniform-scale/b1-f64")
+RUN_DIR = Path("probe-longvideo/tiny-bundled/uniform-scale/b1-f64")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -61,7 +61,7 @@ def test_two_ranks_give_the_records_and_summary_of_one_process(longvideo, single
     assert not shard_files(merged)
     assert by_id(merged) == by_id(single) and len(by_id(merged)) == N
     assert metrics(merged) == metrics(single)
-    assert res.stdout.count("probe-longvideo reference uniform-scale") == 1  # rank 0 reports, once
+    assert res.stdout.count("probe-longvideo tiny-bundled uniform-scale") == 1  # rank 0 reports, once
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
@@ -128,7 +128,7 @@ def test_a_sweep_reads_its_grid_from_a_yaml_file_and_flags_override_it(longvideo
     assert res.exit_code == 0, res.output
     assert "2 configurations" in res.output
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob(SUMMARY))
-    assert runs == ["probe-longvideo/reference/uniform-frames/b0.5-f64", "probe-longvideo/reference/uniform-scale/b0.5-f64"]
+    assert runs == ["probe-longvideo/tiny-bundled/uniform-frames/b0.5-f64", "probe-longvideo/tiny-bundled/uniform-scale/b0.5-f64"]
     config.write_text("taks: [probe-longvideo]\n")
     res = CliRunner().invoke(main, ["sweep", "--config", str(config)])
     assert res.exit_code == 2 and "unknown option(s) taks" in res.output

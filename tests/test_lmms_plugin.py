@@ -88,7 +88,7 @@ def test_lmms_eval_runs_the_resadapt_model_and_agrees_with_the_harness(tmp_path)
            "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
     lmms = shutil.which("lmms-eval", path=str(Path(sys.executable).parent)) or "lmms-eval"
     tokens_log = tmp_path / "tokens.jsonl"
-    args = f"backbone=reference,strategy=uniform-scale,budget=0.25,frames=8,tokens_log={tokens_log}"
+    args = f"backbone=tiny-bundled,strategy=uniform-scale,budget=0.25,frames=8,tokens_log={tokens_log}"
     res = subprocess.run([lmms, "--model", "resadapt", "--model_args", args, "--tasks", "videomme_probe",
                           "--include_path", str(tasks), "--output_path", str(tmp_path / "out"), "--log_samples"],
                          env=env, capture_output=True, text=True, timeout=900)
@@ -107,7 +107,7 @@ def test_lmms_eval_runs_the_resadapt_model_and_agrees_with_the_harness(tmp_path)
                            str(tmp_path / "ours"), "--no-progress"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert ours.returncode == 0, ours.stderr[-3000:]
-    run_dir = tmp_path / "ours/probe-videoqa/reference/uniform-scale/b0.25-f8"
+    run_dir = tmp_path / "ours/probe-videoqa/tiny-bundled/uniform-scale/b0.25-f8"
     summary = json.loads((run_dir / "summary.json").read_text())
     print(f"\nlmms-eval videomme_probe score {lmms_score:.1f}; harness accuracy "
           f"{summary['metrics']['accuracy']['value']:.1f} (n={N}, uniform-scale 0.25, 8 frames)")

@@ -18,8 +18,8 @@ from resadapt_eval.strategies.resadapt import BUNDLED
 
 def test_trust_remote_code_reaches_a_strategy_that_takes_it():
     resadapt = STRATEGIES.get("resadapt")
-    opts = strategy_options(resadapt, {"allocator": str(BUNDLED["reference"])}, trust_remote_code=True)
-    assert opts == {"allocator": str(BUNDLED["reference"]), "trust_remote_code": True}
+    opts = strategy_options(resadapt, {"allocator": str(BUNDLED["tiny-bundled"])}, trust_remote_code=True)
+    assert opts == {"allocator": str(BUNDLED["tiny-bundled"]), "trust_remote_code": True}
     assert resadapt(**opts).trust_remote_code is True
     assert strategy_options(STRATEGIES.get("uniform-scale"), {}, trust_remote_code=True) == {}
     assert strategy_options(STRATEGIES.get("fastv"), {"layer": "3"}) == {"layer": 3}  # YAML, as --strategy-option

@@ -466,7 +466,7 @@ def test_no_judge_by_default_reads_offline():
 
 
 def test_sample_from_row_builds_prompts_without_data():
-    """What the reference-model training uses: an annotation row, no image, no data root."""
+    """What the bundled model's training uses: an annotation row, no image, no data root."""
     card = TaskCard.load("mathvista", data_root="/nonexistent")
     adapter = _adapter()
     for pid in ("1", "3", "225"):

@@ -79,13 +79,13 @@ def test_longvideo_mixes_a_fine_and_a_coarse_look():
     assert 26 <= fine.evidence["size"] <= 36 and fine.pixels.shape == (64, 112, 112, 3)
 
 
-def test_the_reference_backbone_training_data_is_unchanged():
+def test_the_bundled_backbone_training_data_is_unchanged():
     """The bundled backbone was trained on generator version 4 of probe-longvideo (coarse look only):
-    its training generator must keep producing exactly those clips, so `make reference-model` still
+    its training generator must keep producing exactly those clips, so `make bundled-model` still
     reproduces the shipped weights (digests recorded from version 4)."""
     import hashlib
 
-    gen = probes.REFERENCE_TRAINING_GENERATORS["probe-longvideo"]
+    gen = probes.BUNDLED_TRAINING_GENERATORS["probe-longvideo"]
     expected = {0: ("7204b82ddee793b0", "D", 30), 1: ("92978ffb9f847fec", "D", 0), 2: ("8286e1dec9ad8db5", "E", 23)}
     for i, (digest, answer, chunk) in expected.items():
         item = gen(probes.TRAIN_SEED_BASE, i)
@@ -93,7 +93,7 @@ def test_the_reference_backbone_training_data_is_unchanged():
             == (digest, answer, chunk)
         assert item.evidence["period"] == 8
     for task in ("probe-videoqa", "probe-grounding", "probe-math"):
-        assert probes.REFERENCE_TRAINING_GENERATORS[task] is probes.GENERATORS[task]
+        assert probes.BUNDLED_TRAINING_GENERATORS[task] is probes.GENERATORS[task]
 
 
 # -- dev and test splits -------------------------------------------------------------------------

@@ -367,15 +367,15 @@ def test_cli_run_spends_exactly_the_budget(method, tiny25, videomme_root, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def reference():
-    return load_backbone("reference")
+def bundled():
+    return load_backbone("tiny-bundled")
 
 
 @pytest.mark.parametrize("method", ["visionzip", "tome", "fastv"])
-def test_full_budget_equals_vanilla_on_the_reference_backbone(reference, method):
-    """The trained reference model (4 LLM layers, FastV at its default K=2) on probe clips and images."""
+def test_full_budget_equals_vanilla_on_the_bundled_backbone(bundled, method):
+    """The trained bundled model (tiny-bundled: 4 LLM layers, FastV at its default K=2) on probe clips and images."""
     from resadapt_eval import probes
-    from resadapt_eval.training.reference_model import prompt_for
+    from resadapt_eval.training.bundled_model import prompt_for
     from resadapt_eval.core.types import Frames
 
     for task in ("probe-videoqa", "probe-math"):
@@ -384,8 +384,8 @@ def test_full_budget_equals_vanilla_on_the_reference_backbone(reference, method)
         frames = Frames(kind="video" if n > 1 else "image", pixels=item.pixels, indices=list(range(n)),
                         timestamps=[i / item.fps for i in range(n)], fps=item.fps, total_frames=n)
         prompt = prompt_for(task, item.row)
-        _, vanilla = plan_for(reference, frames)
-        _, plan = plan_for(reference, frames, method, "1.0")
-        want, got = (reference.execute(p, frames, prompt, 12) for p in (vanilla, plan))
+        _, vanilla = plan_for(bundled, frames)
+        _, plan = plan_for(bundled, frames, method, "1.0")
+        want, got = (bundled.execute(p, frames, prompt, 12) for p in (vanilla, plan))
         assert plan.reduction is not None and got.visual_tokens == want.visual_tokens == vanilla.tokens
         assert got.text == want.text

@@ -81,12 +81,12 @@ def run_cli(*args: str):
 def test_a_saved_allocator_runs_and_its_cost_is_in_every_record(videoqa, tmp_path):
     from resadapt_eval.backbones import load_backbone
 
-    backbone = load_backbone("reference")
+    backbone = load_backbone("tiny-bundled")
     folder = Policy.create(backbone).head.save(tmp_path / "alloc")
     res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
                   "--allocator", str(folder), "--budget", "0.25", "--out", str(tmp_path / "out"))
     assert res.exit_code == 0, res.output
-    run = next((tmp_path / "out").glob("probe-videoqa/reference/resadapt+allocator=alloc@*/b0.25-f8"))
+    run = next((tmp_path / "out").glob("probe-videoqa/tiny-bundled/resadapt+allocator=alloc@*/b0.25-f8"))
     records = read_records(run / SAMPLES)
     assert len(records) == 6
     for r in records:
@@ -106,7 +106,7 @@ def test_the_bundled_allocator_is_the_default_and_beats_uniform_at_the_same_toke
     for strategy in ("resadapt", "uniform-scale"):
         res = run_cli(*args, "--strategy", strategy)
         assert res.exit_code == 0, res.output
-    runs = {s: tmp_path / "probe-videoqa" / "reference" / s / "bt36-f8" for s in ("resadapt", "uniform-scale")}
+    runs = {s: tmp_path / "probe-videoqa" / "tiny-bundled" / s / "bt36-f8" for s in ("resadapt", "uniform-scale")}
     summary = {s: json.loads((d / "summary.json").read_text()) for s, d in runs.items()}
     manifest = json.loads((runs["resadapt"] / "manifest.json").read_text())
     described = manifest["config"]["strategy"]
@@ -181,7 +181,7 @@ def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, video
                   "--allocator", str(smol_folder), "--trust-remote-code", "--budget", "0.25", "--limit", "3",
                   "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
-    run = next(tmp_path.glob("probe-videoqa/reference/resadapt+*/b0.25-f8"))
+    run = next(tmp_path.glob("probe-videoqa/tiny-bundled/resadapt+*/b0.25-f8"))
     from resadapt_eval.pipeline.media import load_frames
 
     for r in read_records(run / SAMPLES):
@@ -193,7 +193,7 @@ def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, video
 
 
 def test_train_allocator_writes_a_loadable_allocator_with_its_curves(tmp_path, monkeypatch):
-    """Two real CAPO steps through the evaluation path (reference backbone, probe training split):
+    """Two real CAPO steps through the evaluation path (tiny-bundled, probe training split):
     the folder it writes runs as --allocator, and its config records how it was trained."""
     monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
     out = tmp_path / "alloc"
@@ -208,13 +208,13 @@ def test_train_allocator_writes_a_loadable_allocator_with_its_curves(tmp_path, m
     assert [h["budget"] for h in history] == [0.25, 0.25]
     assert all(0 < h["cost"] <= 0.25 and 0 <= h["reward"] <= 1 for h in history)
     assert (out / "training.png").stat().st_size > 0
-    head = Policy.load(out, load_reference()).head
+    head = Policy.load(out, load_bundled()).head
     assert all(torch.isfinite(p).all() for p in head.parameters())
 
 
-def load_reference():
+def load_bundled():
     from resadapt_eval.backbones import load_backbone
-    return load_backbone("reference")
+    return load_backbone("tiny-bundled")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -239,7 +239,7 @@ def test_oracle_warm_start_fits_the_head_to_the_smallest_scale_that_still_answer
     from resadapt_eval.training.allocator import ORACLE_GRID, Environment, oracle_scale
 
     monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
-    env = Environment("probe-math", load_reference(), 4, 0)
+    env = Environment("probe-math", load_bundled(), 4, 0)
     for index in range(4):
         ctx = env.context(index, 1.0)
         oracle = oracle_scale(env, ctx)

@@ -590,7 +590,7 @@ def test_pickled_weights_are_refused(tiny25, tmp_path):
     assert "backbone" in line and "pickled weights (pytorch_model.bin)" in line and ".safetensors" in line
     assert not (tmp_path / "o1").exists()
 
-    alloc = _pickle_folder(BUNDLED["reference"], tmp_path / "pickled-alloc", "allocator.safetensors", "allocator.pt")
+    alloc = _pickle_folder(BUNDLED["tiny-bundled"], tmp_path / "pickled-alloc", "allocator.safetensors", "allocator.pt")
     external = tmp_path / "pickled-smol"
     external.mkdir()
     (external / "config.json").write_text(json.dumps({"model_type": "smol_allocator", "auto_map": {}}))

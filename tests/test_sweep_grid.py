@@ -107,13 +107,13 @@ def test_a_sweep_grid_runs_strategy_options_into_their_own_directories(videoqa, 
     out = tmp_path / "out"
     res = cli("sweep", "--config", str(config), "--data-root", str(videoqa), "--out", str(out), "--no-progress")
     assert res.exit_code == 0, res.output
-    found = manifests(out / "probe-videoqa" / "reference")
+    found = manifests(out / "probe-videoqa" / "tiny-bundled")
     assert sorted(found) == ["fastv+frame_share=0.5+layer=1", "fastv+frame_share=0.5+layer=2"]
     for label, layer in [("fastv+frame_share=0.5+layer=2", 2), ("fastv+frame_share=0.5+layer=1", 1)]:
         m = found[label]
         assert m["run_config"]["strategy"] == "fastv"
         assert m["config"]["strategy_options"] == {"layer": layer, "frame_share": 0.5}
-        records = read_records(out / "probe-videoqa" / "reference" / label / "b0.25-f8" / SAMPLES)
+        records = read_records(out / "probe-videoqa" / "tiny-bundled" / label / "b0.25-f8" / SAMPLES)
         assert len(records) == 2 and all(r["error"] is None for r in records)
         assert all(r["plan"]["reduction"]["layer"] == layer for r in records), records[0]["plan"]
     assert found["fastv+frame_share=0.5+layer=2"]["config_hash"] != found["fastv+frame_share=0.5+layer=1"]["config_hash"]
@@ -122,7 +122,7 @@ def test_a_sweep_grid_runs_strategy_options_into_their_own_directories(videoqa, 
               "--limit", "2", "--data-root", str(videoqa), "--out", str(out), "--no-progress")
     assert res.exit_code == 0, res.output
     assert "fastv+frame_share=0.5+layer=2 b0.25 f8" in res.output
-    assert len(read_records(out / "probe-videoqa" / "reference" / "fastv+frame_share=0.5+layer=2" / "b0.25-f8"
+    assert len(read_records(out / "probe-videoqa" / "tiny-bundled" / "fastv+frame_share=0.5+layer=2" / "b0.25-f8"
                             / SAMPLES)) == 2
 
 

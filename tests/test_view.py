@@ -1,5 +1,5 @@
-"""`resadapt-eval view`: the static report of a sweep, built from real runs of the bundled reference
-backbone on generated probes, checked as files and in a real headless Chromium (skipped, with the
+"""`resadapt-eval view`: the static report of a sweep, built from real runs of the bundled backbone
+on generated probes, checked as files and in a real headless Chromium (skipped, with the
 reason, where no browser is installed; `.ci/run` installs one)."""
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def test_site_has_every_page_and_frontier_numbers(site, sweep_root):
     assert site.pages == 1 + 12 + 3 + 9
     index = (site.out / "index.html").read_text()
     for task in TASKS:
-        assert (site.out / "figures" / f"{task}__reference.svg").stat().st_size > 1000
-        assert f'href="samples/{task}__reference.html"' in index
+        assert (site.out / "figures" / f"{task}__tiny-bundled.svg").stat().st_size > 1000
+        assert f'href="samples/{task}__tiny-bundled.html"' in index
     for row in strategies.itertuples():  # the strategy table is frontier.py's, formatted as it formats
         assert f">{frontier.STRATEGY_FORMATS['auc_logcost'](row.auc_logcost)}<" in index
     for name, recs in records.items():
@@ -99,10 +99,10 @@ def test_site_has_every_page_and_frontier_numbers(site, sweep_root):
         blob = _blob(site.out / "runs" / f"{task}__{backbone}__{strategy}__{run}.html")
         assert [row[0] for row in blob["rows"]] == [r["id"] for r in recs]
         assert [row[2] for row in blob["rows"]] == [r["tokens"] for r in recs]
-    sample = _blob(site.out / "samples" / "probe-grounding__reference" / "0000-pgnd-0-00000.html")
+    sample = _blob(site.out / "samples" / "probe-grounding__tiny-bundled" / "0000-pgnd-0-00000.html")
     assert len(sample["runs"]) == 4 and sample["note"] == ""
     assert sample["evidence"]["seconds"] and all(r["sprite"] for r in sample["runs"])
-    assert (site.out / "samples" / "probe-grounding__reference" / "img" / "0000-pgnd-0-00000-f32.jpg").is_file()
+    assert (site.out / "samples" / "probe-grounding__tiny-bundled" / "img" / "0000-pgnd-0-00000-f32.jpg").is_file()
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_without_the_data_the_page_says_so_and_shows_the_plan(sweep_root, tmp_pa
     site = build_site(sweep_root, tmp_path / "view", tasks=["probe-videoqa"],
                       data_roots={"probe-videoqa": str(tmp_path / "nowhere")})
     assert site.sprites == 0 and "nowhere" in site.notes["probe-videoqa"]
-    page = next((tmp_path / "view" / "samples" / "probe-videoqa__reference").glob("*.html"))
+    page = next((tmp_path / "view" / "samples" / "probe-videoqa__tiny-bundled").glob("*.html"))
     data = _blob(page)
     assert "--data-root probe-videoqa=DIR" in data["note"]
     assert all(r["chunks"] and r["chunk_tokens"] and r["sprite"] is None for r in data["runs"])
@@ -120,7 +120,7 @@ def test_committed_records_without_frame_times_still_render(tmp_path):
     """The committed reference runs predate frame times and chunk tokens: chunk tokens come from the
     plan's sizes (f^2 = sum(h w) / tokens without a reduction) and time counts decoded frames."""
     root = tmp_path / "results"
-    shutil.copytree(REPO / "results" / "reference" / "probe-videoqa", root / "probe-videoqa")
+    shutil.copytree(REPO / "results" / "baseline" / "probe-videoqa", root / "probe-videoqa")
     site = build_site(root, tmp_path / "view", thumbnails=False)
     assert site.runs == 4 and site.samples == 200 and site.sprites == 0
     data = _blob(tmp_path / "view" / "samples" / "probe-videoqa__reference" / "pvqa-0-00000.html")
@@ -133,7 +133,7 @@ def test_cli_view_and_its_errors(tmp_path):
     from resadapt_eval.cli import main
 
     root = tmp_path / "results"
-    shutil.copytree(REPO / "results" / "reference" / "probe-math", root / "probe-math")
+    shutil.copytree(REPO / "results" / "baseline" / "probe-math", root / "probe-math")
     res = CliRunner().invoke(main, ["view", str(root), "--out", str(tmp_path / "site"), "--no-thumbnails"])
     assert res.exit_code == 0, res.output
     assert f"report: {tmp_path / 'site' / 'index.html'}" in res.output
@@ -217,7 +217,7 @@ def test_every_page_loads_without_console_errors_and_every_link_resolves(browser
 
 @pytest.mark.slow
 def test_the_records_table_sorts_and_filters(browser, site):
-    page = site.out / "runs" / "probe-videoqa__reference__uniform-scale__b0.25-f8.html"
+    page = site.out / "runs" / "probe-videoqa__tiny-bundled__uniform-scale__b0.25-f8.html"
     _open(browser, page)
     rows = _blob(page)["rows"]
 
@@ -304,8 +304,8 @@ def test_sample_page_screenshot_shows_the_thumbnails(browser, site, tmp_path):
 def test_ten_thousand_records_page_sort_and_filter_fast(browser, sweep_root, tmp_path):
     """A run of 10,000 records (a real run's records repeated under new ids): the page opens, sorts
     and filters in well under a second each, since only 50 rows are drawn."""
-    source = sweep_root / "probe-videoqa" / "reference" / "uniform-scale" / "b0.25-f8"
-    big = tmp_path / "results" / "probe-videoqa" / "reference" / "uniform-scale" / "b0.25-f8"
+    source = sweep_root / "probe-videoqa" / "tiny-bundled" / "uniform-scale" / "b0.25-f8"
+    big = tmp_path / "results" / "probe-videoqa" / "tiny-bundled" / "uniform-scale" / "b0.25-f8"
     big.mkdir(parents=True)
     for name in ("summary.json", "manifest.json"):
         shutil.copy(source / name, big / name)

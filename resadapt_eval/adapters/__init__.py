@@ -4,7 +4,7 @@ One module per benchmark registers its adapter name; a YAML card in `tasks/` nam
 and holds the data location, split, prompt variant, frame count and generation length.
 """
 
-from resadapt_eval.core.registry import Registry
+from resadapt_eval.core.registry import ADAPTER_GROUP, Registry
 
-ADAPTERS = Registry("task adapter", __name__)
+ADAPTERS = Registry("task adapter", __name__, ADAPTER_GROUP)
 register = ADAPTERS.register

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from resadapt_eval.core.registry import TASK_CARDS_GROUP, load_entry_point, plugin_entry_points
 from resadapt_eval.core.types import Sample, UserError
 
 TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"    # one folder that replaces the bundled cards (tests, forks)
@@ -46,15 +47,28 @@ class CardSource:
 
     name: str
     path: Path
-    origin: str   # "file", "$RESADAPT_TASKS_PATH", "$RESADAPT_TASKS_DIR" or "bundled"
+    origin: str   # "file", "$RESADAPT_TASKS_PATH", "$RESADAPT_TASKS_DIR", "bundled" or "plugin <name>"
 
 
 def card_search_path() -> list[tuple[Path, str]]:
     """The folders searched for a task name, first match wins: each folder of $RESADAPT_TASKS_PATH
-    (os.pathsep-separated, like PATH), then $RESADAPT_TASKS_DIR or the bundled cards."""
+    (os.pathsep-separated, like PATH), then $RESADAPT_TASKS_DIR or the bundled cards, then the card
+    folders of installed plugins."""
     folders = [(Path(os.path.expanduser(p)), f"${TASKS_PATH_ENV}")
                for p in os.environ.get(TASKS_PATH_ENV, "").split(os.pathsep) if p.strip()]
     folders.append((tasks_dir(), f"${TASKS_DIR_ENV}" if os.environ.get(TASKS_DIR_ENV) else "bundled"))
+    folders += plugin_card_folders()
+    return folders
+
+
+def plugin_card_folders() -> list[tuple[Path, str]]:
+    """Card folders of installed packages: each entry point of the `resadapt_eval.tasks` group names a
+    package (or module) whose folder holds YAML cards, or a path; searched after the bundled cards."""
+    folders = []
+    for ep in plugin_entry_points(TASK_CARDS_GROUP):
+        obj = load_entry_point(ep)
+        path = Path(getattr(obj, "__file__", None) or obj)
+        folders.append((path.parent if path.is_file() else path, f"plugin {ep.name}"))
     return folders
 
 

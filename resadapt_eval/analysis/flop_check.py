@@ -160,7 +160,9 @@ def reference_config():
 
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(Path(__file__).resolve().parents[1] / "assets" / "reference")
+    from resadapt_eval.backbones import ASSETS, BUNDLED_NAME
+
+    config = AutoConfig.from_pretrained(ASSETS / BUNDLED_NAME)
     for c in (config, config.text_config, config.vision_config):
         c._attn_implementation = "eager"
     return config

@@ -70,7 +70,7 @@ EVIDENCE_COLUMNS = ["id", "evidence_size", "tokens", "evidence_share", "evidence
 def load_runs(root: str | Path, tasks: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per finished run under `root` (columns RUN_COLUMNS).
 
-    Only the results layout's depth is searched, so `results/reference/...` and output folders such
+    Only the results layout's depth is searched, so `results/baseline/...` and output folders such
     as `results/frontier/` never mix in. A summary that cannot be read is skipped with a warning:
     one broken run must not hide all the others.
     """

@@ -1,7 +1,9 @@
 """Backbones: execute plans. One module per model family registers the `model_type`s it runs.
 
-`--backbone` takes a registered alias (e.g. `reference`, the bundled model), a local checkpoint
-folder, or a hub id; the checkpoint's `config.json` `model_type` picks the module.
+`--backbone` takes a bundled alias (`tiny-bundled`, the small model shipped in the package), a
+backbone name that another installed package registered (entry-point group
+`resadapt_eval.backbones`), a local checkpoint folder, or a hub id; a checkpoint's `config.json`
+`model_type` picks the module that runs it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resadapt_eval.core.registry import Registry
+from resadapt_eval.core.registry import BACKBONE_GROUP, Registry
 from resadapt_eval.core.types import UserError
 
-BACKBONES = Registry("backbone model type", __name__)
+BACKBONES = Registry("backbone", __name__, BACKBONE_GROUP)
 register = BACKBONES.register
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-ALIASES: dict[str, Path] = {"reference": ASSETS / "reference"}
+BUNDLED_NAME = "tiny-bundled"
+ALIASES: dict[str, Path] = {
+    BUNDLED_NAME: ASSETS / BUNDLED_NAME,
+    "reference": ASSETS / BUNDLED_NAME,  # its former name, kept for runs and scripts that say it
+}
 
 
 def resolve_alias(source: str) -> str:
@@ -39,10 +45,16 @@ def backbone_name(source: str) -> str:
 
 
 def load_backbone(source: str, **options: Any):
-    """Load a backbone by alias, folder or hub id with the module registered for its model type."""
+    """Load a backbone by alias, registered name, folder or hub id.
+
+    A registered name (a plugin's, e.g. `my-backbone`) is built as `cls(source, LoadOptions)`;
+    a folder or hub id by the class registered for its config's `model_type`.
+    """
     from resadapt_eval.backbones.qwen_vl import LoadOptions, resolve_model_dir
 
     source = resolve_alias(source)
+    if source in BACKBONES and not Path(source).expanduser().exists():
+        return BACKBONES.get(source)(source, LoadOptions(**options))
     model_dir = resolve_model_dir(source)
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
@@ -53,4 +65,9 @@ def load_backbone(source: str, **options: Any):
 
 
 def backbone_names() -> list[str]:
-    return [*ALIASES, *(f"<any {t} checkpoint folder or hub id>" for t in BACKBONES.names())]
+    """What `--backbone` accepts, for `list backbones`: the bundled name, registered names, and
+    checkpoints of the registered model types."""
+    from resadapt_eval.backbones.qwen_vl import SUPPORTED_MODEL_TYPES
+
+    named = [n for n in BACKBONES.names() if n not in SUPPORTED_MODEL_TYPES]
+    return [BUNDLED_NAME, *named, *(f"<any {t} checkpoint folder or hub id>" for t in SUPPORTED_MODEL_TYPES)]

@@ -191,14 +191,14 @@ def parse_budget(text: str | float, ref_frames: int | None = None) -> Budget:
     """Parse `0.25`, `25%` or `tokens=4096` (optionally relative to vanilla at `ref_frames`)."""
     raw = str(text).strip().lower().replace(" ", "")
     if ref_frames is not None and ref_frames < 1:
-        raise UserError(f"--budget-ref-frames must be a positive frame count, got {ref_frames}")
+        raise UserError(f"--budget-at-frames must be a positive frame count, got {ref_frames}")
     m = re.fullmatch(r"tokens=(\d+)", raw)
     if m:
         tokens = int(m.group(1))
         if tokens < 1:
             raise UserError("budget tokens=N needs N >= 1")
         if ref_frames is not None:
-            raise UserError("--budget-ref-frames applies to fractional budgets, not tokens=N")
+            raise UserError("--budget-at-frames applies to fractional budgets, not tokens=N")
         return Budget(tokens=tokens)
     m = re.fullmatch(_NUMBER + r"(%?)", raw)
     if not m:

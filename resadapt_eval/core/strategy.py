@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from resadapt_eval.core.budget import Budget, Geometry
+from resadapt_eval.core.protocols import BackboneView
 from resadapt_eval.core.protocol import InputProtocol
 from resadapt_eval.core.protocol import uniform_positions as uniform_subset  # the frame-sampling rule
 from resadapt_eval.core.types import Chunk, Frames, Plan, Reduction, Sample, UserError
@@ -23,12 +24,12 @@ class Context:
     vanilla_hw: tuple[int, int]
     vanilla_tokens: int
     limit: int
-    backbone: Any = None  # the loaded backbone, for planners that look at the input with its frozen parts
+    backbone: BackboneView | None = None  # the loaded backbone's view, for planners that look through its frozen parts
     task: str = ""        # the task card's name, for planners whose settings were learned per task
 
     @classmethod
     def build(cls, sample: Sample, frames: Frames, geometry: Geometry, budget: Budget, seed: int,
-              backbone: Any = None, task: str = "", protocol: InputProtocol | None = None) -> "Context":
+              backbone: BackboneView | None = None, task: str = "", protocol: InputProtocol | None = None) -> "Context":
         kind, n = frames.kind, frames.count
         vanilla_hw = vanilla_size(geometry, protocol, kind, frames.height, frames.width, n)
         vanilla = _chunks(geometry, kind, n) * geometry.tokens_per_chunk(*vanilla_hw)
@@ -53,12 +54,20 @@ def _chunks(geometry: Geometry, kind: str, n_frames: int) -> int:
     return 1 if kind == "image" else geometry.n_chunks(n_frames)
 
 
+@runtime_checkable
 class Strategy(Protocol):
-    """Decides, for one sample, which frames go in at which sizes (and any token reduction)."""
+    """Decides, for one sample, which frames go in at which sizes (and any token reduction).
+
+    A strategy is built as `cls(**options)` from `--strategy-option KEY=VALUE` and sees only its
+    Context. A learned strategy may also define `describe(backbone) -> dict`: what of its weights
+    goes into the run's config hash.
+    """
 
     name: str
 
-    def plan(self, ctx: Context) -> Plan: ...
+    def plan(self, ctx: Context) -> Plan:
+        """The plan for one sample; `plan.tokens` must not exceed `ctx.limit` unless marked infeasible."""
+        ...
 
 
 def even_plan(ctx: Context, positions: list[int], sizes: list[tuple[int, int]] | tuple[int, int],

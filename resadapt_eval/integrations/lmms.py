@@ -2,7 +2,7 @@
 
     pip install -e '.[lmms]'     # in its own environment: lmms-eval pulls about 155 packages
     lmms-eval --model resadapt \\
-        --model_args backbone=reference,strategy=uniform-scale,budget=0.25,frames=32 --tasks videomme
+        --model_args backbone=tiny-bundled,strategy=uniform-scale,budget=0.25,frames=32 --tasks videomme
 
 lmms-eval builds the prompts, reads the media and scores; we plan, encode at the planned sizes and
 generate, greedily. Every answer's costs (visual tokens, retention, patches, FLOPs, timings) are
@@ -37,7 +37,7 @@ class ResAdaptModel(lmms):
 
     is_simple = True
 
-    def __init__(self, backbone: str = "reference", strategy: str = "uniform-scale", budget: str = "1.0",
+    def __init__(self, backbone: str = "tiny-bundled", strategy: str = "uniform-scale", budget: str = "1.0",
                  frames: int = 32, seed: int = 0, device: str | None = None, dtype: str | None = None,
                  tokens_log: str = "resadapt_tokens.jsonl", trust_remote_code: bool = False, **options: Any):
         super().__init__()

@@ -44,7 +44,7 @@ class RunConfig:
     change where and how fast, never what) go into the config hash."""
 
     task: str
-    backbone: str = "reference"
+    backbone: str = "tiny-bundled"
     strategy: str = "vanilla"
     budget: str = "1.0"
     budget_ref_frames: int | None = None
@@ -254,7 +254,7 @@ def stage_sample(sample: Sample, strategy, backbone, budget, frames_n: int, max_
     key = (sample.id, frames_n, protocol.name if protocol else "fixed", sample.prompt, max_new, plan.input_key())
     reused = outputs.get(key) if outputs is not None else None
     prepared = None
-    if reused is None and hasattr(backbone, "prepare"):
+    if reused is None:  # every Backbone prepares (core.protocols): here, so it may run in the prefetch thread
         prepared = backbone.prepare(plan, frames, sample.prompt)
     return Staged(sample, frames.decode_s, frames, cached, None, plan, plan_s, key, prepared, reused)
 
@@ -269,10 +269,7 @@ def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict
     plan, frames = staged.plan, staged.frames
     out = staged.reused
     if out is None:
-        if staged.prepared is not None:
-            out = backbone.execute(plan, frames, sample.prompt, max_new, prepared=staged.prepared)
-        else:
-            out = backbone.execute(plan, frames, sample.prompt, max_new)
+        out = backbone.execute(plan, frames, sample.prompt, max_new, prepared=staged.prepared)
         if outputs is not None:
             outputs[staged.key] = out
     if out.visual_tokens != plan.tokens:

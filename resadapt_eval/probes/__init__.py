@@ -17,14 +17,14 @@ on the right frames. Clutter is flat-coloured moving rectangles, never black and
   of whole seconds; the answer is that span.
 - probe-math (MathVista layout): one 336 px image in DejaVu Sans Bold at a size between 24 and 72 px,
   either one digit (free-form integer: which number is written) or "a op b" (multiple choice: which
-  operator). The free-form question once asked for the value of "a + b": the small reference model
+  operator). The free-form question once asked for the value of "a + b": the small bundled model
   read both digits but never learned to add them (5% after three training stages, chance 5%), and
   the probe exists to measure reading under a budget, not arithmetic.
 
 Multiple-choice options come in a fixed order per family (the probes measure budget sensitivity,
 not option matching). Every row records where its evidence is (frames, chunk, box, size).
 Generation is deterministic from a seed; evaluation splits use seeds below TRAIN_SEED_BASE, the
-reference model's training data only seeds from it upwards.
+bundled model's training data only seeds from it upwards.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ GENERATOR_VERSION = 5  # bump when any generator's output changes: cached splits
 TEXTURES = ("horizontal stripes", "vertical stripes", "checkerboard", "rising diagonal stripes",
             "falling diagonal stripes")
 OPERATORS = ("+", "-", "×", "÷")
-# Classes of the dense per-token labels used to pretrain a vision tower (see reference.py).
+# Classes of the dense per-token labels used to pretrain a vision tower (see training/bundled_model.py).
 CLASSES = (("background",) + tuple(f"texture:{t}" for t in TEXTURES) + ("texture:unreadable",)
            + tuple(f"char:{d}" for d in "0123456789") + tuple(f"char:{o}" for o in OPERATORS)
            + ("char:unreadable",))
@@ -151,8 +151,8 @@ def make_videoqa(seed: int, index: int, n_frames: int = 8, side: int = 196, fps:
 # survives half resolution (the 2x2-token floor of a 112 px frame), the fine one needs the full 4x4,
 # so how much resolution a video needs differs between samples, as the text size does on probe-math.
 LONGVIDEO_LOOKS: tuple[tuple[int, tuple[int, int], float], ...] = ((4, (26, 36), 0.35), (8, (36, 48), 0.65))
-# What the bundled reference backbone was trained on (generator version 4): the coarse look only.
-# Its training data stays this, so `make reference-model` still reproduces the shipped weights.
+# What the bundled backbone (tiny-bundled) was trained on (generator version 4): the coarse look only.
+# Its training data stays this, so `make bundled-model` still reproduces the shipped weights.
 LONGVIDEO_V4 = {"looks": ((8, (36, 48), 1.0),)}
 
 
@@ -263,9 +263,9 @@ GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
     "probe-grounding": make_grounding,
     "probe-math": make_math,
 }
-# The generators the bundled reference backbone was trained with (reference.py): the same, except
+# The generators the bundled backbone (tiny-bundled) was trained with (training/bundled_model.py): the same, except
 # probe-longvideo, which gained its fine look (generator version 5) after the backbone was trained.
-REFERENCE_TRAINING_GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = dict(
+BUNDLED_TRAINING_GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = dict(
     GENERATORS, **{"probe-longvideo": functools.partial(make_longvideo, **LONGVIDEO_V4)})
 
 

@@ -8,7 +8,7 @@ least X of the best one); without the option, the dropping the allocator was tra
 task is used. The allocator's own FLOPs are charged to every plan, and its files' digests are part
 of the run's config hash.
 
-Allocators: the one trained for the bundled reference backbone (default there), a folder written
+Allocators: the one trained for the bundled `tiny-bundled` backbone (default there), a folder written
 by `resadapt-eval train-allocator`, or a folder saved by the original ResAdapt repository
 (`model_type: smol_allocator`), which runs code shipped with it and so needs trust_remote_code.
 """
@@ -28,7 +28,8 @@ from resadapt_eval.strategies import register
 from resadapt_eval.core.strategy import Context, even_plan
 
 FITS = ("exact", "cap")
-BUNDLED = {"reference": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "reference"}
+# The allocator trained for the bundled backbone, by that backbone's name (its folder name).
+BUNDLED = {"tiny-bundled": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "tiny-bundled"}
 
 
 def no_allocator_message(backbone: str) -> str:

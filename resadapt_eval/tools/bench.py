@@ -65,7 +65,7 @@ class OverlapBench:
 def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ...] =
                       ("vanilla", "uniform-scale", "uniform-frames", "random-drop"),
                       budgets: tuple[str, ...] = ("0.1", "0.25", "0.5", "1.0"), limit: int | None = 50,
-                      prefetch: int = 2, backbone: str = "reference", seed: int = 0,
+                      prefetch: int = 2, backbone: str = "tiny-bundled", seed: int = 0,
                       out: Path | None = None, data_root: str | None = None) -> OverlapBench:
     """Time one sweep into a fresh results root and account its wall time by stage (`data_root`:
     one task's data somewhere else than its card says)."""

@@ -1,7 +1,7 @@
-"""The embedded reference sweep, then its frontier, offline on a CPU (`resadapt-eval demo`, `make demo`).
+"""The embedded demo sweep, then its frontier, offline on a CPU (`resadapt-eval demo`, `make demo`).
 
 The four probe tasks (their held-out test split by default) x every registered strategy x budgets
-{0.1, 0.25, 0.5, 1.0} on the bundled reference backbone, then figures and tables under `<out>/frontier/`
+{0.1, 0.25, 0.5, 1.0} on the bundled backbone (tiny-bundled), then figures and tables under `<out>/frontier/`
 and the browsable report (`resadapt-eval view`) under `<out>/view/`. A new strategy module joins
 the demo by being registered: nothing here changes.
 """
@@ -27,7 +27,7 @@ class DemoResult:
     site: Any = None
 
 
-def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str] | None = None,
+def run_demo(out: str = "results", backbone: str = "tiny-bundled", tasks: list[str] | None = None,
              strategies: list[str] | None = None, budgets: list[str] | None = None, limit: int | None = None,
              on_result: Callable[[Any], None] | None = None, split: str = "test") -> DemoResult:
     """Sweep the probes' `split` (test: held out, reported; dev: for development) with every strategy,

@@ -1,1 +1,1 @@
-"""Recipes that produce the bundled weights: the small reference backbone and the allocator (CAPO)."""
+"""Recipes that produce the bundled weights: the small bundled backbone (tiny-bundled) and the allocator (CAPO)."""

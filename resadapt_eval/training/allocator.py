@@ -43,7 +43,7 @@ ORACLE_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 @dataclass
 class TrainConfig:
     tasks: list[str] = field(default_factory=lambda: ["probe-videoqa", "probe-longvideo"])
-    backbone: str = "reference"
+    backbone: str = "tiny-bundled"
     steps: int = 600                  # prompts
     group: int = 8                    # allocations sampled per prompt (M)
     lr: float = 3e-3

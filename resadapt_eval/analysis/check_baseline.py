@@ -1,6 +1,7 @@
-"""Rerun every configuration of a committed reference tree and check each run against it (`make check`).
+"""Rerun every configuration of a committed baseline tree and check each run against it
+(`resadapt-eval check-baseline`, `make check-baseline`).
 
-A reference tree is an ordinary results tree (results/reference/<task>/<backbone>/<strategy>/b..-f..)
+A baseline tree is an ordinary results tree (results/baseline/<task>/<backbone>/<strategy>/b..-f..)
 whose manifests carry the exact run configuration. Each is rerun into a fresh tree with the same
 sample count, one backbone load per backbone, and checked with `check.check_paired`.
 """
@@ -15,46 +16,48 @@ from resadapt_eval.analysis.check import CheckResult, Limits, check_paired, load
 from resadapt_eval.pipeline.records import MANIFEST, SUMMARY, read_json
 from resadapt_eval.core.types import UserError
 
+DEFAULT_ROOT = "results/baseline"
+
 
 @dataclass
-class Recheck:
-    reference: Path
+class BaselineCheck:
+    baseline: Path
     run: Path
     result: CheckResult
 
 
-def reference_runs(root: str | Path) -> list[Path]:
+def baseline_runs(root: str | Path) -> list[Path]:
     """Every run directory (one with a summary and a manifest) under `root`, in a stable order."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"no reference tree at {root}; create one with `resadapt-eval run --out {root} ...`")
+        raise UserError(f"no baseline tree at {root}; create one with `resadapt-eval run --out {root} ...`")
     runs = sorted(p.parent for p in root.rglob(SUMMARY) if (p.parent / MANIFEST).exists())
     if not runs:
         raise UserError(f"{root} holds no run directories (summary.json + manifest.json)")
     return runs
 
 
-def rerun_config(reference: Path, out: str | Path):
-    """The RunConfig that reproduces a reference run, writing under `out`."""
+def rerun_config(baseline: Path, out: str | Path):
+    """The RunConfig that reproduces a baseline run, writing under `out`."""
     from resadapt_eval.pipeline.runner import RunConfig
 
-    manifest = read_json(reference / MANIFEST)
+    manifest = read_json(baseline / MANIFEST)
     saved = manifest.get("run_config")
     if saved is None:
-        raise UserError(f"{reference / MANIFEST} has no run_config (written by an older version); rerun it once")
+        raise UserError(f"{baseline / MANIFEST} has no run_config (written by an older version); rerun it once")
     known = {f.name for f in fields(RunConfig)}
-    n = read_json(reference / SUMMARY)["n"]
+    n = read_json(baseline / SUMMARY)["n"]
     return RunConfig(**{k: v for k, v in saved.items() if k in known}, out=str(out), limit=n, progress=False)
 
 
-def recheck(root: str | Path, out: str | Path, limits: Limits,
-            on_result: Callable[[Recheck], Any] | None = None) -> list[Recheck]:
-    """Rerun and check every reference run; a backbone is loaded once for all its configurations."""
+def check_baseline(root: str | Path, out: str | Path, limits: Limits,
+                   on_result: Callable[[BaselineCheck], Any] | None = None) -> list[BaselineCheck]:
+    """Rerun and check every baseline run; a backbone is loaded once for all its configurations."""
     from resadapt_eval.backbones import load_backbone
     from resadapt_eval.pipeline.media import FrameCache
     from resadapt_eval.pipeline.runner import run
 
-    configs = [(ref, rerun_config(ref, out)) for ref in reference_runs(root)]
+    configs = [(ref, rerun_config(ref, out)) for ref in baseline_runs(root)]
     results, backbones = [], {}
     caches: dict[str, FrameCache] = {}
     for ref, cfg in configs:
@@ -64,7 +67,7 @@ def recheck(root: str | Path, out: str | Path, limits: Limits,
                                            text_resume=cfg.text_resume or "max+1", trust_remote_code=cfg.trust_remote_code)
         cache = caches.setdefault(cfg.task, FrameCache())
         done = run(replace(cfg), backbone=backbones[key], cache=cache)
-        item = Recheck(ref, done.directory, check_paired(load_run(done.directory), load_run(ref), limits))
+        item = BaselineCheck(ref, done.directory, check_paired(load_run(done.directory), load_run(ref), limits))
         results.append(item)
         if on_result is not None:
             on_result(item)

@@ -1,4 +1,4 @@
-"""The reference-model recipe feeds the model exactly what the processor and the backbone would."""
+"""The bundled model's recipe feeds the model exactly what the processor and the backbone would."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from resadapt_eval import probes
 from resadapt_eval.backbones.qwen_vl import chunked_mrope_positions
-from resadapt_eval.training.reference_model import InputBuilder, Recipe, Trainer, answer_loss, resize_chunk, token_labels
+from resadapt_eval.training.bundled_model import InputBuilder, Recipe, Trainer, answer_loss, resize_chunk, token_labels
 
 
 def test_fast_inputs_equal_processor(backbone25):
@@ -72,7 +72,7 @@ def test_training_batch_positions_and_loss(tmp_path):
 
 def test_every_stage_runs_and_each_seeds_itself(tmp_path):
     """Stages 1-3 end to end for a few steps each; stage 3 after --init-from equals stage 3 of a full run."""
-    from resadapt_eval.training.reference_model import Trainer as T
+    from resadapt_eval.training.bundled_model import Trainer as T
 
     def tiny(**kw) -> Recipe:
         r = Recipe(stage1_steps=2, stage2_steps=2, stage3_steps=2, stage1_batch=2, stage2_batch=2, **kw)

@@ -1,4 +1,4 @@
-"""Train the bundled reference backbone: a small Qwen2.5-VL, from scratch, for the probe tasks.
+"""Train the bundled backbone (`tiny-bundled`): a small Qwen2.5-VL, from scratch, for the probe tasks.
 
 Answer-token loss alone does not train a vision tower from scratch in a CPU budget (the language
 side learns the answer prior and the tower gets almost no gradient). So the recipe is staged, as
@@ -12,7 +12,7 @@ real VLMs are built:
    sample gets a random plan (vanilla, one scale, per-chunk scales, fewer frames), so the model
    has seen what every strategy feeds it.
 
-Run `python -m resadapt_eval.training.reference_model --out DIR` (or `make reference-model`). Steps, not minutes,
+Run `python -m resadapt_eval.training.bundled_model --out DIR` (or `make bundled-model`). Steps, not minutes,
 define the recipe, so a rerun with the same seed repeats it; it prints stage, loss and held-out
 accuracy as it goes.
 """
@@ -268,7 +268,7 @@ class Trainer:
         """Tokenizer training text: the probes' prompts and answers (so they tokenize compactly)."""
         texts = []
         for task in self.recipe.mix:
-            gen = probes.REFERENCE_TRAINING_GENERATORS[task]
+            gen = probes.BUNDLED_TRAINING_GENERATORS[task]
             for i in range(30):
                 item = gen(probes.TRAIN_SEED_BASE + 7, i)
                 texts += [prompt_for(task, item.row), item.target_text] * 3
@@ -279,7 +279,7 @@ class Trainer:
         print(f"[{time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
 
     def item(self, task: str, seed: int, index: int) -> probes.ProbeItem:
-        return probes.REFERENCE_TRAINING_GENERATORS[task](seed, index)
+        return probes.BUNDLED_TRAINING_GENERATORS[task](seed, index)
 
     def pick_task(self, mix: dict[str, float] | None = None) -> str:
         names, weights = zip(*(mix or self.recipe.mix).items())
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="resadapt_eval/assets/reference")
+    ap.add_argument("--out", default="resadapt_eval/assets/tiny-bundled")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage1-steps", type=int)
     ap.add_argument("--stage2-steps", type=int)

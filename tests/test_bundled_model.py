@@ -1,4 +1,4 @@
-"""The bundled reference backbone: loads offline by its alias, is small, and makes budgets matter."""
+"""The bundled backbone (tiny-bundled): loads offline by its alias, is small, and makes budgets matter."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ from resadapt_eval.pipeline import records as rec
 from resadapt_eval.backbones import ALIASES
 from resadapt_eval.cli import main
 
-REFERENCE = ALIASES["reference"]
+BUNDLED = ALIASES["tiny-bundled"]
+
+
+def test_former_alias_reference_still_names_the_bundled_backbone():
+    assert ALIASES["reference"] == BUNDLED and BUNDLED.name == "tiny-bundled"
 
 
 def test_bundled_files_are_safetensors_and_small():
-    files = {p.name for p in REFERENCE.iterdir()}
+    files = {p.name for p in BUNDLED.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
-    assert sum(p.stat().st_size for p in REFERENCE.iterdir()) < 25 * 2**20
+    assert sum(p.stat().st_size for p in BUNDLED.iterdir()) < 25 * 2**20
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +33,11 @@ def videoqa_root(tmp_path_factory) -> Path:
 
 
 def accuracy(out: Path, strategy: str, budget: str) -> float:
-    d = rec.run_dir(out, "probe-videoqa", "reference", strategy, budget, 8)
+    d = rec.run_dir(out, "probe-videoqa", "tiny-bundled", strategy, budget, 8)
     return rec.read_json(d / "summary.json")["metrics"]["accuracy"]["value"]
 
 
-def test_reference_reads_the_needle_and_loses_it_at_low_budget(videoqa_root, tmp_path):
+def test_bundled_reads_the_needle_and_loses_it_at_low_budget(videoqa_root, tmp_path):
     for strategy, budget in (("vanilla", "1.0"), ("uniform-scale", "0.1")):
         res = CliRunner().invoke(main, ["run", "--task", "probe-videoqa", "--data-root", str(videoqa_root),
                                         "--strategy", strategy, "--budget", budget, "--out", str(tmp_path),
