@@ -349,7 +349,7 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
     720p video), memory (peak memory at 200 and 2000 samples). Default: all three (several minutes).
     """
     from resadapt_eval.tools import bench as b
-    from resadapt_eval.pipeline.records import environment
+    from resadapt_eval.pipeline.store import environment
 
     report: dict = {"command": "resadapt-eval bench " + " ".join(sys.argv[2:]), "environment": environment()}
     for part in parts or BENCH_PARTS:
@@ -417,7 +417,7 @@ def check(run_dir: str, reference: str, out: str | None, **kw) -> None:
     from pathlib import Path
 
     from resadapt_eval.analysis.check import Limits, check as run_check
-    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.pipeline.store import write_json
 
     result = run_check(run_dir, reference, Limits(**kw))
     _print_check(result)
@@ -436,7 +436,7 @@ def recheck(reference_root: str, out: str, **kw) -> None:
     from pathlib import Path
 
     from resadapt_eval.analysis.check import Limits
-    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.pipeline.store import write_json
     from resadapt_eval.analysis.recheck import recheck as run_recheck
 
     if Path(out).resolve() == Path(reference_root).resolve():
@@ -449,6 +449,28 @@ def recheck(reference_root: str, out: str, **kw) -> None:
                                                           run_dir=str(r.run)) for r in results]})
     click.echo(f"{len(results) - len(failed)}/{len(results)} configurations pass; details in {out}/check.json")
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+              help="Score with this task option over the run's own, e.g. parser=robust (Charades-STA) or "
+                   "judge_url=URL (MathVista); repeatable.")
+@click.option("--label", default=None, help="Name of the output folder (default: the options, or `current`).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier rescore of the same label.")
+def rescore(run_dir: str, task_option: tuple[str, ...], label: str | None, overwrite: bool) -> None:
+    """Score RUN_DIR's stored predictions again, without loading a model.
+
+    \b
+    Writes RUN_DIR/rescored/LABEL/ (samples.jsonl, summary.json, and rescore.json: which samples'
+    scores changed, old and new, and every metric before and after); RUN_DIR itself is not touched.
+    Example:
+      resadapt-eval rescore results/charades_sta/MODEL/vanilla/b1-f32 --task-option parser=robust
+    """
+    from resadapt_eval.analysis.rescore import rescore as run_rescore
+
+    done = run_rescore(run_dir, _parse_options(task_option), label=label, overwrite=overwrite)
+    click.echo("\n".join(done.lines()))
 
 
 def _print_check(result) -> None:

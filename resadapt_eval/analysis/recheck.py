@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from resadapt_eval.analysis.check import CheckResult, Limits, check_paired, load_run
-from resadapt_eval.pipeline.records import MANIFEST, SUMMARY, read_json
+from resadapt_eval.pipeline.store import MANIFEST, SUMMARY, read_json
 from resadapt_eval.core.types import UserError
 
 
@@ -50,18 +50,16 @@ def rerun_config(reference: Path, out: str | Path):
 def recheck(root: str | Path, out: str | Path, limits: Limits,
             on_result: Callable[[Recheck], Any] | None = None) -> list[Recheck]:
     """Rerun and check every reference run; a backbone is loaded once for all its configurations."""
-    from resadapt_eval.backbones import load_backbone
     from resadapt_eval.pipeline.media import FrameCache
-    from resadapt_eval.pipeline.runner import run
+    from resadapt_eval.pipeline.runner import backbone_key, load_backbone_for, run
 
     configs = [(ref, rerun_config(ref, out)) for ref in reference_runs(root)]
     results, backbones = [], {}
     caches: dict[str, FrameCache] = {}
     for ref, cfg in configs:
-        key = (cfg.backbone, cfg.device, cfg.dtype, cfg.attn, cfg.text_resume, cfg.trust_remote_code)
+        key = backbone_key(cfg)
         if key not in backbones:
-            backbones[key] = load_backbone(cfg.backbone, device=cfg.device, dtype=cfg.dtype, attn=cfg.attn,
-                                           text_resume=cfg.text_resume, trust_remote_code=cfg.trust_remote_code)
+            backbones[key] = load_backbone_for(cfg)
         cache = caches.setdefault(cfg.task, FrameCache())
         done = run(replace(cfg), backbone=backbones[key], cache=cache)
         item = Recheck(ref, done.directory, check_paired(load_run(done.directory), load_run(ref), limits))

@@ -13,7 +13,6 @@ working directory), since lmms-eval's own logs have no field for them. Registere
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ class ResAdaptModel(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         from tqdm import tqdm
 
-        from resadapt_eval.pipeline.records import RecordWriter
+        from resadapt_eval.pipeline.store import RecordWriter
         from resadapt_eval.pipeline.runner import evaluate_sample
         from resadapt_eval.core.types import Sample
 
@@ -76,8 +75,9 @@ class ResAdaptModel(lmms):
                 max_new = int(gen_kwargs.get("max_new_tokens", 64))
                 record = evaluate_sample(sample, None, self.strategy, self.backbone, self.budget, self.frames,
                                          max_new, self.seed, task=task)
-                writer.write({**record, "strategy": self.strategy.name, "budget": self.budget.label})
-                text = record["prediction"] or ""
+                record.extra.update(strategy=self.strategy.name, budget=self.budget.label)
+                writer.write(record)
+                text = record.prediction or ""
                 for stop in gen_kwargs.get("until") or []:
                     if isinstance(stop, str) and stop and stop in text:
                         text = text.split(stop)[0]
@@ -96,8 +96,10 @@ class ResAdaptModel(lmms):
 
 def summarize_log(path: str | Path) -> dict[str, float]:
     """Mean visual tokens and retention of a tokens_log, for a quick look next to lmms-eval's scores."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    ok = [r for r in rows if r.get("error") is None]
+    from resadapt_eval.pipeline.store import load_records
+
+    rows = load_records(Path(path))
+    ok = [r for r in rows if r.ok]
     return {"n": len(rows), "errors": len(rows) - len(ok),
-            "tokens_mean": sum(r["tokens"] for r in ok) / max(1, len(ok)),
-            "retention_mean": sum(r["retention"] for r in ok) / max(1, len(ok))}
+            "tokens_mean": sum(r.tokens for r in ok) / max(1, len(ok)),
+            "retention_mean": sum(r.retention for r in ok) / max(1, len(ok))}
