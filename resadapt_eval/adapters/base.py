@@ -184,6 +184,7 @@ class TaskAdapter(Protocol):
     `sample_from_row`, which the reference-model training also uses to build its prompts.
     """
 
+    version: str                  # of its prompt, parse and scoring rules; in the config hash (bump on change)
     metrics: tuple[str, ...]      # per-sample numeric score keys, reported as mean x 100
     main_metric: str
     breakdown_keys: tuple[str, ...]
