@@ -42,7 +42,11 @@ def runs(tmp_path_factory):
         cfg = RunConfig(task=task, strategy="uniform-scale", budget="1.0", data_root=str(data), out=str(out),
                         progress=False)
         dirs[task] = run(cfg).directory
+        CONFIGS[task] = cfg
     return dirs
+
+
+CONFIGS: dict[str, RunConfig] = {}
 
 
 def answered_otherwise(src: Path, dst: Path, answer, adapter) -> tuple[Path, list[str]]:
@@ -154,6 +158,20 @@ def test_a_judge_rescores_what_the_rules_cannot_read(runs, tmp_path, monkeypatch
     assert report["metrics"]["judge_used"]["old"] == 0.0
     assert done.directory.name.startswith("judge_url=127.0.0.1")
     assert "sk-test" not in (done.directory / REPORT).read_text()
+
+
+def test_a_new_scorer_version_never_resumes_into_an_old_run(runs, monkeypatch):
+    """The adapter's version is in the config hash: the same config with a bumped scorer is refused
+    instead of mixing new scores into the old directory (rescore it instead)."""
+    from resadapt_eval.core.types import UserError
+
+    cfg = CONFIGS["probe-grounding"]
+    assert run(cfg).new_records == 0  # same scorer: resumes, nothing to do
+    monkeypatch.setattr(CharadesSTA, "version", "2")
+    with pytest.raises(UserError, match="different config"):
+        run(cfg)
+    manifest = store.load_manifest(runs["probe-grounding"])
+    assert manifest.adapter_version == "1" and manifest.config["adapter_version"] == "1"
 
 
 def test_rescore_refuses_a_directory_that_is_not_a_run(tmp_path):
