@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-lmms check reference-results demo frontier reference-model reference-allocator clean
+.PHONY: install test test-lmms gpu-check check reference-results demo frontier reference-model reference-allocator clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ $(LMMS_VENV)/.installed: setup.cfg pyproject.toml
 
 test-lmms: $(LMMS_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(LMMS_VENV)/bin/python -m pytest -q -s -m lmms tests/test_lmms_plugin.py
+
+# The GPU check (issue 24; docs/gpu-bench.md): on a machine with one GPU, its own torch and transformers
+# and no network, under 10 minutes; writes docs/gpu-bench-<gpu>-<date>.json.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 # The regression gate: rerun every configuration committed under results/reference (fresh, into
 # results/check) and check each against it; exit 1 if accuracy drops or tokens rise.

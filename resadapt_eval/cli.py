@@ -323,7 +323,7 @@ BENCH_PARTS = ("overlap", "decode", "memory")
 
 
 @main.command()
-@click.argument("parts", nargs=-1, type=click.Choice(BENCH_PARTS))
+@click.argument("parts", nargs=-1, type=click.Choice(BENCH_PARTS + ("gpu",)))
 @click.option("--tasks", default=",".join(("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")),
               show_default=True, help="overlap: the probe sweep's tasks.")
 @click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
@@ -332,7 +332,7 @@ BENCH_PARTS = ("overlap", "decode", "memory")
 @click.option("--limit", type=int, default=50, show_default=True, help="overlap: samples per configuration.")
 @click.option("--data-root", default=None, help="overlap: data of a single task somewhere else than its card says.")
 @click.option("--prefetch", "prefetch_list", default="2,0", show_default=True,
-              help="overlap: prefetch depths to time, each a full sweep (0: no prefetch, for contrast).")
+              help="overlap, gpu: prefetch depths to time, each a full sweep (0: no prefetch, for contrast).")
 @click.option("--memory-task", default="probe-videoqa", show_default=True, help="memory: the probe to run.")
 @click.option("--memory-sizes", default="200,2000", show_default=True,
               help="memory: sample counts, each in a fresh process.")
@@ -340,13 +340,38 @@ BENCH_PARTS = ("overlap", "decode", "memory")
               help="decode: frames sampled from the generated 10-minute 720p video.")
 @click.option("--json", "json_path", default="results/bench/bench.json", show_default=True,
               help="Where the figures are also written.")
+@click.option("--gpu-backbones", default="qwen2.5-vl-7b,qwen3-vl-8b", show_default=True,
+              help="gpu: published configurations to build (resadapt_eval/assets/gpu_bench/).")
+@click.option("--gpu-strategies", default="vanilla,uniform-scale,visionzip,fastv,resadapt", show_default=True,
+              help="gpu: strategies (vanilla runs once per frame count: its input ignores the budget).")
+@click.option("--gpu-budgets", default="1.0,0.25,0.1", show_default=True, help="gpu: budgets.")
+@click.option("--gpu-frames", default="32,128", show_default=True, help="gpu: frame counts.")
+@click.option("--gpu-repeats", type=int, default=2, show_default=True,
+              help="gpu: timed repeats per configuration (medians are reported).")
+@click.option("--gpu-new-tokens", type=int, default=16, show_default=True,
+              help="gpu: tokens generated per sample (end-of-sequence ignored).")
+@click.option("--gpu-video", default="1280x720", show_default=True, help="gpu: the generated video's WIDTHxHEIGHT.")
+@click.option("--gpu-video-seconds", type=float, default=20.0, show_default=True, help="gpu: its length.")
+@click.option("--gpu-video-fps", type=int, default=24, show_default=True, help="gpu: its frame rate.")
+@click.option("--gpu-overhead-samples", type=int, default=4, show_default=True,
+              help="gpu: samples in each prefetch stream (share of wall time outside the model).")
+@click.option("--gpu-tiny", is_flag=True, help="gpu: tiny widths and depths (the CPU test), same geometry.")
+@click.option("--gpu-deadline", type=float, default=None,
+              help="gpu: seconds after which no new measurement starts (the rest is listed as skipped).")
+@click.option("--gpu-device", default=None, help="gpu: torch device (default: cuda when available, else cpu).")
+@click.option("--gpu-attn", default=None, help="gpu: attention implementation (default: flash_attention_2 "
+              "when flash-attn is installed on CUDA, else sdpa).")
+@click.option("--gpu-json", default="docs/gpu-bench-{device}-{date}.json", show_default=True,
+              help="gpu: where its report goes ({device} and {date} are filled in).")
 def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, limit: int, data_root: str | None,
           prefetch_list: str,
-          memory_task: str, memory_sizes: str, decode_frames: int, json_path: str) -> None:
+          memory_task: str, memory_sizes: str, decode_frames: int, json_path: str, **gpu) -> None:
     """Measure the harness itself and print each figure: PARTS of overlap (how much of a probe
     sweep's wall time is not the model's compute, with and without prefetch, and how often it
     loads the backbone), decode (seek decoding against decord's get_batch on a generated 10-minute
     720p video), memory (peak memory at 200 and 2000 samples). Default: all three (several minutes).
+    `gpu` (only when named): Qwen2.5-VL-7B and Qwen3-VL-8B from their published configurations with
+    random weights, every strategy, budget and frame count, timed per stage (docs/gpu-bench.md).
     """
     from resadapt_eval.tools import bench as b
     from resadapt_eval.pipeline.store import environment
@@ -365,6 +390,8 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
                 click.echo("  " + ", ".join(f"prefetch {f.prefetch} {f.wall_s:.1f} s ({base / f.wall_s:.2f}x)"
                                             for f in figures))
             report[part] = [b.as_json(f) for f in figures]
+        elif part == "gpu":
+            report[part] = _bench_gpu(gpu, prefetch_list)
         elif part == "memory":
             figure = b.memory_benchmark(memory_task, tuple(int(x) for x in _split(memory_sizes)))
             click.echo("  " + "\n  ".join(figure.lines()))
@@ -378,6 +405,38 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     click.echo(f"figures written to {path}")
+
+
+def _bench_gpu(o: dict, prefetch_list: str) -> dict:
+    """`bench gpu`: parse its options, run it, print its summary, write its report."""
+    from resadapt_eval.tools import bench_gpu as g
+
+    try:
+        width, height = (int(x) for x in o["gpu_video"].lower().split("x"))
+    except ValueError:
+        raise UserError(f"--gpu-video must be WIDTHxHEIGHT, got {o['gpu_video']!r}") from None
+    settings = g.GpuBenchSettings(
+        backbones=tuple(_split(o["gpu_backbones"])), strategies=tuple(_split(o["gpu_strategies"])),
+        budgets=tuple(_split(o["gpu_budgets"])), frames=tuple(int(x) for x in _split(o["gpu_frames"])),
+        repeats=o["gpu_repeats"], new_tokens=o["gpu_new_tokens"], video_width=width, video_height=height,
+        video_seconds=o["gpu_video_seconds"], video_fps=o["gpu_video_fps"],
+        overhead_samples=o["gpu_overhead_samples"], prefetch=tuple(int(x) for x in _split(prefetch_list)),
+        device=o["gpu_device"], attn=o["gpu_attn"], tiny=o["gpu_tiny"], deadline_s=o["gpu_deadline"])
+    command = "resadapt-eval bench " + " ".join(sys.argv[2:])
+
+    def write(report: dict) -> Path:  # after every group too, so a killed run keeps what it measured
+        report["command"] = command
+        path = g.json_path(report, o["gpu_json"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        path.with_suffix(".md").write_text(g.markdown(report))
+        return path
+
+    report = g.gpu_benchmark(settings, on_progress=write)
+    click.echo("  " + "\n  ".join(g.lines(report)))
+    path = write(report)
+    click.echo(f"  gpu report written to {path} (and {path.with_suffix('.md').name})")
+    return report
 
 
 _GATE = [

@@ -163,10 +163,36 @@ class QwenVLBackbone:
         if options.text_resume not in ("max+1", "hf"):
             raise UserError("text_resume must be 'max+1' (original Qwen/vLLM) or 'hf' (transformers 5.x)")
         self.text_resume = options.text_resume
-        self.processor = AutoProcessor.from_pretrained(self.model_dir, trust_remote_code=options.trust_remote_code)
-        self.model = AutoModelForImageTextToText.from_pretrained(
+        processor = AutoProcessor.from_pretrained(self.model_dir, trust_remote_code=options.trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
             self.model_dir, dtype=self.dtype, attn_implementation=self.attn, use_safetensors=True,
             trust_remote_code=options.trust_remote_code).to(self.device).eval()
+        self._attach(model, processor)
+        self.fingerprint = fingerprint(self.model_dir)
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, name: str, attn: str, text_resume: str = "max+1",
+                   fingerprint_sha256: str = "") -> "QwenVLBackbone":
+        """A backbone around a model and processor built in memory, with no checkpoint folder: the GPU
+        bench builds the published 7B/8B configurations with random weights this way (a 16 GB
+        checkpoint would only be written to be read back)."""
+        self = cls.__new__(cls)
+        self.source = self.name = name
+        self.model_dir = None
+        if model.config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UserError(f"backbone {name!r} is a {model.config.model_type!r} model; supported: "
+                            f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        self.family = model.config.model_type
+        first = next(model.parameters())
+        self.device, self.dtype, self.attn, self.text_resume = first.device, first.dtype, attn, text_resume
+        self._attach(model.eval(), processor)
+        self.fingerprint = {"sha256": fingerprint_sha256, "path": None}
+        return self
+
+    def _attach(self, model: Any, processor: Any) -> None:
+        """Take a loaded model and its processor: geometry, special token ids, end-of-sequence ids."""
+        self.processor = processor
+        self.model = model
         self.config = self.model.config
         self.geometry = Geometry.from_processor(self.processor, self.config)
         tok = self.processor.tokenizer
@@ -175,7 +201,6 @@ class QwenVLBackbone:
         eos = self.model.generation_config.eos_token_id
         eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self.eos_ids = {int(e) for e in eos + [tok.eos_token_id] if e is not None}
-        self.fingerprint = fingerprint(self.model_dir)
         # The fast tokenizer may not be entered from two threads at once ("Already borrowed"):
         # preparation runs in the prefetch thread while the main thread decodes answers.
         self._tokenizer_lock = threading.Lock()
@@ -321,7 +346,9 @@ class QwenVLBackbone:
         with recorder or nullcontext():
             enc = getter(pixels, grids, return_dict=True)
         feats = torch.cat(list(enc.pooler_output), dim=0)
-        deepstack = [torch.cat(list(d), dim=0) for d in (getattr(enc, "deepstack_features", None) or [])]
+        # transformers >= 5.2x splits each deepstack level per chunk (a tuple); earlier 5.x gives one tensor
+        deepstack = [d if torch.is_tensor(d) else torch.cat(list(d), dim=0)
+                     for d in (getattr(enc, "deepstack_features", None) or [])]
         embeds = self.model.get_input_embeddings()(ids)
         embeds[0, visual] = feats.to(embeds.dtype)
         timer.lap("encode")
