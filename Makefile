@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-lmms gpu-check check reference-results demo frontier reference-model reference-allocator clean
+.PHONY: install test test-acceptance test-lmms gpu-check check reference-results demo frontier reference-model reference-allocator clean
 
 install: $(STAMP)
 
@@ -22,14 +22,22 @@ test: install
 	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The lmms-eval plugin, in its own environment (lmms-eval pulls about 155 packages from the index):
-# lmms-eval's evaluator runs `--model resadapt` on a local copy of its videomme task.
+# A researcher's day on CPU (tests/test_acceptance.py): the built wheel in a fresh venv, stand-in
+# checkpoints by path, train-allocator, the README's sweep, frontier and check (several minutes).
+test-acceptance: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m acceptance tests/test_acceptance.py
+
+# The lmms-eval plugin, in its own environment (lmms-eval pulls about 190 packages from the index):
+# lmms-eval's evaluator runs `--model resadapt` on a local copy of its videomme task. Every version
+# is pinned by constraints/lmms.txt (versions known to work), so a new release of a dependency of a
+# dependency cannot break it silently.
 LMMS_VENV := .venv-lmms
-$(LMMS_VENV)/.installed: setup.cfg pyproject.toml
+LMMS_CONSTRAINTS := constraints/lmms.txt
+$(LMMS_VENV)/.installed: setup.cfg pyproject.toml $(LMMS_CONSTRAINTS)
 	$(PYTHON) -m venv $(LMMS_VENV)
 	$(LMMS_VENV)/bin/pip install -q -U pip
-	$(LMMS_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(LMMS_VENV)/bin/pip install -q -e '.[lmms,dev]'
+	$(LMMS_VENV)/bin/pip install -q -c $(LMMS_CONSTRAINTS) torch==2.14.1 torchvision==0.29.1
+	$(LMMS_VENV)/bin/pip install -q -c $(LMMS_CONSTRAINTS) -e '.[lmms,dev]'
 	touch $@
 
 test-lmms: $(LMMS_VENV)/.installed
@@ -65,9 +73,11 @@ ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval demo
 
-# The Pareto frontier of everything under results/: figures and tables in results/frontier/.
+# The Pareto frontier of everything under results/: figures and tables in results/frontier/, and the
+# browsable report (frontier, every run's records, each sample's plans) in results/view/index.html.
 frontier: install
 	$(BIN)/resadapt-eval frontier results
+	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval view results --out results/view
 
 # Retrain the bundled reference backbone from scratch (deterministic recipe; about an hour on 2 CPU cores).
 reference-model: install

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from resadapt_eval.pipeline.distributed import is_main_process
-from resadapt_eval.core.types import UserError
+from resadapt_eval.core.types import DiskFull, UserError
 
 EXIT_USAGE = 2
+EXIT_DISK_FULL = 1
 
 
 class _OneLineErrorsMixin:
@@ -32,6 +34,9 @@ class _OneLineErrorsMixin:
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USAGE)
+        except DiskFull as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_DISK_FULL)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
@@ -122,9 +127,11 @@ def _error_gate(results, max_rate: float) -> None:
 
 
 @main.command()
-@click.option("--task", required=True, help="Task card name (see `resadapt-eval list tasks`).")
+@click.option("--task", required=True,
+              help="Task card name (see `resadapt-eval list tasks`) or a card file, path/to/card.yaml.")
 @click.option("--strategy", default="uniform-scale", show_default=True,
-              help="How to spend the budget (`list strategies`); at budget 1.0 uniform-scale is the vanilla input.")
+              help="How to spend the budget (`list strategies`), NAME or NAME+KEY=VALUE (fastv+layer=2); at budget "
+                   "1.0 uniform-scale is the vanilla input.")
 @click.option("--budget", default="1.0", show_default=True,
               help="Share of vanilla visual tokens per sample: 0.25, 25%, or an absolute tokens=4096.")
 @click.option("--frames", type=int, default=None, help="Frames sampled uniformly per video (default: the task card's).")
@@ -144,15 +151,16 @@ def run(**kw) -> None:
     if not progress:
         _quiet_libraries()
     max_error_rate = kw.pop("max_error_rate")
-    options = _parse_options(kw.pop("strategy_option"), "--strategy-option")
+    from resadapt_eval.pipeline.grid import expand, parse_spec
+
+    spec = parse_spec(kw["strategy"])
+    options = {**_parse_options(kw.pop("strategy_option"), "--strategy-option"), **spec.options}
     allocator = kw.pop("allocator")
-    if allocator is not None:
-        if kw["strategy"] != "resadapt":
-            raise UserError("--allocator only applies to --strategy resadapt")
-        options["allocator"] = allocator
-        if kw["trust_remote_code"]:
-            options["trust_remote_code"] = True
-    kw["strategy_options"] = _strategy_options(kw["strategy"], options)
+    if allocator is not None and spec.name != "resadapt":
+        raise UserError("--allocator only applies to --strategy resadapt")
+    [spec] = expand([replace(spec, options=options)], allocator=allocator,
+                    trust_remote_code=kw["trust_remote_code"])
+    kw["strategy"], kw["strategy_options"] = spec.name, spec.options
     task_options = _parse_options(kw.pop("task_option"))
     judge_url = kw.pop("judge_url")
     if judge_url:
@@ -189,13 +197,16 @@ def probe_build(tasks: tuple[str, ...], seed: int, n: int, out: str | None) -> N
 def _card_root(task: str) -> str:
     import yaml
 
-    from resadapt_eval.adapters.base import _expand, tasks_dir
-    raw = yaml.safe_load((tasks_dir() / f"{task}.yaml").read_text())
+    from resadapt_eval.adapters.base import _expand, find_card
+    raw = yaml.safe_load(find_card(task).path.read_text())
     return _expand(raw["data_root"])
 
 
 def _sweep_file(ctx, _param, path):
-    """--config FILE: a YAML mapping of sweep options (lists allowed) used as defaults; flags win."""
+    """--config FILE: a YAML mapping of sweep options (lists allowed) used as defaults; flags win.
+
+    Keys are the option names (`task-option` or `task_option`); repeatable options take a list of
+    KEY=VALUE strings or a mapping (`task-option: {prompt_variant: qwen3_vl}`)."""
     if path is None:
         return
     import yaml
@@ -203,14 +214,21 @@ def _sweep_file(ctx, _param, path):
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise click.BadParameter(f"{path} must hold a mapping of sweep options", param_hint="--config")
-    names = {p.name for p in ctx.command.params} | {"frames"}
-    unknown = sorted(k for k in raw if k.replace("-", "_") not in names)
+    params = {p.name: p for p in ctx.command.params}
+    params["frames"] = params["frames_list"]
+    unknown = sorted(k for k in raw if str(k).replace("-", "_") not in params)
     if unknown:
-        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(unknown)}", param_hint="--config")
+        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(map(str, unknown))}", param_hint="--config")
 
-    def value(v):
-        return ",".join(str(x) for x in v) if isinstance(v, list) else v
-    ctx.default_map = {("frames_list" if k == "frames" else k.replace("-", "_")): value(v) for k, v in raw.items()}
+    def value(param, v):
+        if getattr(param, "multiple", False):
+            if isinstance(v, dict):  # values written back as JSON, which the option reads as YAML
+                return [f"{k}={json.dumps(x)}" for k, x in v.items()]
+            return [str(x) for x in (v if isinstance(v, list) else [v])]
+        if isinstance(v, list):
+            return ",".join(str(x) for x in v)
+        return v
+    ctx.default_map = {params[k.replace("-", "_")].name: value(params[k.replace("-", "_")], v) for k, v in raw.items()}
 
 
 @main.command()
@@ -218,14 +236,24 @@ def _sweep_file(ctx, _param, path):
               expose_value=False, help="YAML file of these options (tasks, strategies, budgets, ...); flags override it.")
 @click.option("--tasks", required=True, help="Comma-separated task names.")
 @click.option("--strategies", default="vanilla,uniform-scale,uniform-frames,random-drop", show_default=True,
-              help="Comma-separated strategy names.")
+              help="Comma-separated strategies, each NAME or NAME+KEY=VALUE[+KEY=VALUE] "
+                   "(e.g. uniform-scale,fastv+layer=2,resadapt+allocator=PATH).")
 @click.option("--budgets", default="0.1,0.25,0.5,1.0", show_default=True, help="Comma-separated budgets.")
 @click.option("--frames", "frames_list", default=None, help="Comma-separated frame counts (default: each card's).")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting for every strategy of the grid that has it, e.g. frame_share=0.5 (repeatable; "
+                   "values are YAML; an option written in --strategies wins).")
+@click.option("--allocator", default=None, type=click.Path(exists=True, file_okay=False),
+              help="resadapt's allocator folder (train-allocator output, or an original ResAdapt smol_allocator, "
+                   "which also needs --trust-remote-code), for every resadapt entry that names none.")
 @shared_options
-def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **kw) -> None:
-    """Run every task x strategy x budget with one backbone load; each configuration resumes on its own."""
+def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, strategy_option, allocator,
+          **kw) -> None:
+    """Run every task x strategy x budget with one backbone load; each configuration resumes on its own.
+    Everything is checked before the backbone loads, so a bad grid fails before its first configuration."""
     import time as _time
 
+    from resadapt_eval.pipeline.grid import expand, split_list
     from resadapt_eval.pipeline.runner import RunConfig, sweep as run_sweep
 
     _check_positive(kw, "limit", "max_new_tokens", "budget_ref_frames")
@@ -237,10 +265,15 @@ def sweep(tasks: str, strategies: str, budgets: str, frames_list: str | None, **
     judge_url = kw.pop("judge_url")
     if judge_url:
         task_options["judge_url"] = judge_url
-    frames = [int(x) for x in frames_list.split(",")] if frames_list else None
+    try:
+        frames = [int(x) for x in _split(frames_list)] if frames_list else None
+    except ValueError:
+        raise UserError(f"--frames wants comma-separated frame counts, got {frames_list!r}") from None
+    specs = expand(split_list(strategies), _parse_options(strategy_option, "--strategy-option"), allocator,
+                   kw["trust_remote_code"])
     base = RunConfig(task="", task_options=task_options, **kw)
     start = _time.perf_counter()
-    results = run_sweep(base, _split(tasks), _split(strategies), _split(budgets), frames, on_result=_report)
+    results = run_sweep(base, _split(tasks), specs, _split(budgets), frames, on_result=_report)
     if is_main_process():
         click.echo(f"{len(results)} configurations in {_time.perf_counter() - start:.1f} s")
     _error_gate(results, max_error_rate)
@@ -283,6 +316,7 @@ def demo(out: str, backbone: str, tasks: str, strategies: str | None, budgets: s
     click.echo(f"{len(done.results)} configurations in {done.sweep_s:.1f} s, frontier in {done.frontier_s:.1f} s")
     click.echo(f"figures: {done.frontier['grid'][0]} (and one per task); tables: "
                f"{', '.join(map(str, done.frontier['tables']))}")
+    click.echo(f"report: {done.site.index} ({done.site.pages} pages in {done.site.seconds:.1f} s; open it in a browser)")
 
 
 # The cost axes of resadapt_eval.analysis.frontier.COSTS, spelled out so `--help` needs no pandas import.
@@ -317,6 +351,47 @@ def frontier(root: str, out: str | None, cost: str, tasks: tuple[str, ...]) -> N
     click.echo("figures: " + " ".join(str(p) for p in result["figures"] + result["grid"] if p.suffix == ".png")
                + " (and .svg)")
     click.echo("tables:  " + " ".join(str(p) for p in result["tables"]))
+
+
+@main.command()
+@click.argument("root", default="results", required=False)
+@click.option("--out", default=None, help="Where the site goes (default: ROOT/view); open OUT/index.html.")
+@click.option("--cost", default="tokens", show_default=True, type=click.Choice(COST_AXES),
+              help="Cost axis of the frontier and the strategy table.")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable; default: every task under ROOT).")
+@click.option("--data-root", "data_roots", multiple=True, metavar="TASK=DIR",
+              help="Where a task's data lies, for thumbnails (default: where the runs' manifests say).")
+@click.option("--thumbnails/--no-thumbnails", default=True, show_default=True,
+              help="Decode each sample's frames for the sample pages (needs the task's data).")
+def view(root: str, out: str | None, cost: str, tasks: tuple[str, ...], data_roots: tuple[str, ...],
+         thumbnails: bool) -> None:
+    """A static HTML report of the finished runs under ROOT: frontier, tables, every run's records and,
+    per sample, what each strategy planned (frames, resolutions, tokens over time) and answered.
+
+    \b
+    Self-contained: plain HTML, CSS and JavaScript, no server and no network; open OUT/index.html.
+    """
+    import warnings
+
+    from resadapt_eval.analysis.view import build_site
+
+    roots = {}
+    for item in data_roots:
+        task, sep, path = item.partition("=")
+        if not sep or not task or not path:
+            raise UserError(f"--data-root {item!r}: expected TASK=DIR, e.g. --data-root videomme=/data/videomme")
+        roots[task] = path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        site = build_site(root, out or f"{root}/view", cost=cost, tasks=tasks or None, thumbnails=thumbnails,
+                          data_roots=roots)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    for task, note in sorted(site.notes.items()):
+        click.echo(f"{task}: {note}", err=True)
+    click.echo(f"{site.runs} runs, {site.samples} samples, {site.pages} pages, {site.sprites} thumbnail sheets "
+               f"in {site.seconds:.1f} s")
+    click.echo(f"report: {site.index}")
 
 
 BENCH_PARTS = ("overlap", "decode", "memory")
@@ -458,8 +533,9 @@ def gate_options(f):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--reference", required=True, type=click.Path(exists=True),
-              help="A reference run directory, or a published-numbers JSON file (see README).")
+@click.option("--reference", required=True,
+              help="A reference run directory, a published-numbers JSON file, or published:NAME for one shipped "
+                   "with the package, e.g. published:resadapt-qwen2.5-vl-7b (see README).")
 @gate_options
 @click.option("--tolerance", type=float, default=2.0, show_default=True,
               help="Points a run may fall below a published number (summary-level references only).")
@@ -635,10 +711,21 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
 @click.argument("what", type=click.Choice(["tasks", "strategies", "backbones"]))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_(what: str, as_json: bool) -> None:
-    """Print the registered task, strategy or backbone names."""
+    """Print the registered task, strategy or backbone names (tasks: with the card each comes from).
+
+    \b
+    Task cards are found, first match wins, in each folder of $RESADAPT_TASKS_PATH (os.pathsep-
+    separated), then in the bundled cards ($RESADAPT_TASKS_DIR replaces those); `--task` also takes
+    a card file, path/to/card.yaml."""
     if what == "tasks":
-        from resadapt_eval.adapters.base import task_names
-        names = task_names()
+        from resadapt_eval.adapters.base import card_sources
+        sources = card_sources().values()
+        if as_json:
+            click.echo(json.dumps([{"name": c.name, "path": str(c.path), "origin": c.origin} for c in sources]))
+        else:
+            width = max((len(c.name) for c in sources), default=0)
+            click.echo("\n".join(f"{c.name:<{width}}  {c.path}  ({c.origin})" for c in sources))
+        return
     elif what == "strategies":
         from resadapt_eval.strategies import STRATEGIES
         names = STRATEGIES.names()
@@ -659,22 +746,6 @@ def _parse_options(items: tuple[str, ...], flag: str = "--task-option") -> dict:
             raise UserError(f"{flag} {item!r} is not KEY=VALUE")
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def _strategy_options(name: str, options: dict) -> dict:
-    """Options the strategy accepts (checked by building it once), or a one-line error naming them."""
-    import inspect
-
-    from resadapt_eval.strategies import STRATEGIES
-
-    cls = STRATEGIES.get(name)
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        known = ", ".join(accepted) or "none"
-        raise UserError(f"strategy {name!r} has no option {', '.join(unknown)} (its options: {known})")
-    cls(**options)
-    return options
 
 
 def _check_positive(kw: dict, *names: str) -> None:

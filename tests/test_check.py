@@ -200,6 +200,11 @@ def test_published_reference_compares_summaries_with_a_tolerance(reference_tree,
     assert not check(src, table(got, ret / 1.05), Limits()).passed  # spent 5% more than the paper
     res = CliRunner().invoke(main, ["check", str(src), "--reference", str(PUBLISHED)])
     assert res.exit_code == 2 and "has no row for probe-videoqa" in res.output
+    # the shipped table by name, as an installed package finds it
+    res = CliRunner().invoke(main, ["check", str(src), "--reference", "published:resadapt-qwen2.5-vl-7b"])
+    assert res.exit_code == 2 and "published:resadapt-qwen2.5-vl-7b has no row for probe-videoqa" in res.output
+    res = CliRunner().invoke(main, ["check", str(src), "--reference", "published:nope"])
+    assert res.exit_code == 2 and "shipped: resadapt-qwen2.5-vl-7b" in res.output
 
 
 def test_shipped_published_table_holds_the_papers_qwen25_rows():

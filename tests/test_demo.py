@@ -16,6 +16,7 @@ def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
                                     "vanilla,uniform-scale", "--budgets", "0.25,1.0", "--limit", "4"])
     assert res.exit_code == 0, res.output
     assert "4 configurations" in res.output and "figures:" in res.output
+    assert f"report: {out / 'view' / 'index.html'}" in res.output and (out / "view" / "index.html").is_file()
     front = out / "frontier"
     for name in ("frontier.csv", "frontier.md", "strategies.md", "frontier.png", "frontier.svg",
                  "probe-math__reference.png"):

@@ -59,6 +59,22 @@ def probe_aggregate(results):
 """
 
 
+def lmms_errors(output: str) -> list[str]:
+    """lmms-eval's ERROR-level log lines (loguru: `... | ERROR | module:function:line - message`) and any
+    traceback that follows one."""
+    lines, keep = output.splitlines(), []
+    for i, line in enumerate(lines):
+        if "| ERROR" in line or "| CRITICAL" in line or line.startswith("Traceback"):
+            keep.extend(lines[i:i + 12])
+    return keep
+
+
+def test_lmms_errors_finds_loguru_error_lines():
+    out = "2026-12-06 21:00:00 | INFO | x:y:1 - fine\n2026-12-06 21:00:01 | ERROR | lmms_eval.tasks:load:9 - boom"
+    assert lmms_errors(out) == ["2026-12-06 21:00:01 | ERROR | lmms_eval.tasks:load:9 - boom"]
+    assert lmms_errors("all fine") == []
+
+
 def test_lmms_eval_runs_the_resadapt_model_and_agrees_with_the_harness(tmp_path):
     root = probes.build("probe-videoqa", tmp_path / "probe", seed=0, n=N)
     hf_home = tmp_path / "hf"
@@ -77,7 +93,13 @@ def test_lmms_eval_runs_the_resadapt_model_and_agrees_with_the_harness(tmp_path)
                           "--include_path", str(tasks), "--output_path", str(tmp_path / "out"), "--log_samples"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    results = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())
+    # lmms-eval logs an error (a task that fails to load, a bad import) and still exits 0: show its own
+    # lines, not only the missing results file that follows.
+    logged_errors = lmms_errors(res.stdout + res.stderr)
+    assert not logged_errors, "lmms-eval logged errors although it exited 0:\n" + "\n".join(logged_errors)[-4000:]
+    found = sorted((tmp_path / "out").rglob("*_results.json"))
+    assert found, "lmms-eval wrote no results file; its output ends:\n" + (res.stdout + res.stderr)[-4000:]
+    results = json.loads(found[0].read_text())
     lmms_score = results["results"]["videomme_probe"]["videomme_perception_score,none"]
 
     ours = subprocess.run([sys.executable, "-m", "resadapt_eval", "run", "--task", "probe-videoqa", "--data-root",

@@ -86,7 +86,7 @@ def test_a_saved_allocator_runs_and_its_cost_is_in_every_record(videoqa, tmp_pat
     res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
                   "--allocator", str(folder), "--budget", "0.25", "--out", str(tmp_path / "out"))
     assert res.exit_code == 0, res.output
-    run = next((tmp_path / "out").glob("probe-videoqa/reference/resadapt+allocator=alloc/b0.25-f8"))
+    run = next((tmp_path / "out").glob("probe-videoqa/reference/resadapt+allocator=alloc@*/b0.25-f8"))
     records = read_records(run / SAMPLES)
     assert len(records) == 6
     for r in records:

@@ -16,17 +16,106 @@ import yaml
 
 from resadapt_eval.core.types import Sample, UserError
 
-TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"
+TASKS_DIR_ENV = "RESADAPT_TASKS_DIR"    # one folder that replaces the bundled cards (tests, forks)
+TASKS_PATH_ENV = "RESADAPT_TASKS_PATH"  # folders of the user's own cards, searched before the bundled ones
+CARD_SUFFIXES = (".yaml", ".yml")
+
+# Keys every card may hold, whatever its adapter; an adapter adds the ones it reads (`card_keys`).
+COMMON_CARD_KEYS = ("adapter", "data_root", "frames", "max_new_tokens", "missing_hint", "probe", "annotations")
+JUDGE_KEY = "judge_url"
+
+
+def bundled_tasks_dir() -> Path:
+    """The cards that ship with the package: `resadapt_eval/tasks/` in an installed wheel (setup.py
+    copies them there), else `tasks/` at the top of a source checkout (editable install)."""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "tasks"
+    return packaged if packaged.is_dir() else here.parents[2] / "tasks"
 
 
 def tasks_dir() -> Path:
-    """Where task cards live: $RESADAPT_TASKS_DIR, else `tasks/` beside the package."""
+    """Where the bundled task cards live: $RESADAPT_TASKS_DIR, else the package's own cards."""
     env = os.environ.get(TASKS_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "tasks"
+    return Path(env) if env else bundled_tasks_dir()
+
+
+@dataclass(frozen=True)
+class CardSource:
+    """Where one task card comes from: its file and which part of the search path holds it."""
+
+    name: str
+    path: Path
+    origin: str   # "file", "$RESADAPT_TASKS_PATH", "$RESADAPT_TASKS_DIR" or "bundled"
+
+
+def card_search_path() -> list[tuple[Path, str]]:
+    """The folders searched for a task name, first match wins: each folder of $RESADAPT_TASKS_PATH
+    (os.pathsep-separated, like PATH), then $RESADAPT_TASKS_DIR or the bundled cards."""
+    folders = [(Path(os.path.expanduser(p)), f"${TASKS_PATH_ENV}")
+               for p in os.environ.get(TASKS_PATH_ENV, "").split(os.pathsep) if p.strip()]
+    folders.append((tasks_dir(), f"${TASKS_DIR_ENV}" if os.environ.get(TASKS_DIR_ENV) else "bundled"))
+    return folders
+
+
+def card_sources() -> dict[str, CardSource]:
+    """Every task name on the search path and the card that answers to it (earlier folders win)."""
+    found: dict[str, CardSource] = {}
+    for folder, origin in card_search_path():
+        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+            if path.suffix in CARD_SUFFIXES and path.is_file():
+                found.setdefault(path.stem, CardSource(path.stem, path.resolve(), origin))
+    return dict(sorted(found.items()))
 
 
 def task_names() -> list[str]:
-    return sorted(p.stem for p in tasks_dir().glob("*.yaml"))
+    return list(card_sources())
+
+
+def is_card_path(task: str) -> bool:
+    """`--task` names a card file (path/to/card.yaml) rather than a task on the search path."""
+    return task.endswith(CARD_SUFFIXES) or os.sep in task or "/" in task
+
+
+def find_card(task: str) -> CardSource:
+    """The card a `--task` value means: a card file by path, or a name on the search path."""
+    if is_card_path(task):
+        path = Path(os.path.expanduser(task))
+        if not path.is_file():
+            raise UserError(f"task card file {task} not found; pass an existing .yaml card or a task name "
+                            f"(`resadapt-eval list tasks`)")
+        return CardSource(path.stem, path.resolve(), "file")
+    sources = card_sources()
+    if task not in sources:
+        raise UserError(f"unknown task {task!r}; known: {', '.join(sources) or 'none'} (or pass a card file, "
+                        f"--task path/to/card.yaml, or add its folder to ${TASKS_PATH_ENV})")
+    return sources[task]
+
+
+def accepted_card_keys(adapter: str) -> tuple[str, ...] | None:
+    """The keys a card of this adapter may set (common ones plus the adapter's `card_keys`), or None
+    when the adapter does not declare them (a plugin from another package: nothing is checked)."""
+    from resadapt_eval.adapters import ADAPTERS
+
+    own = getattr(ADAPTERS.get(adapter), "card_keys", None)
+    return None if own is None else tuple(sorted({*COMMON_CARD_KEYS, *own}))
+
+
+def check_card_keys(task: str, adapter: str, card_keys: list[str], overrides: list[str], where: str) -> None:
+    """Refuse keys nobody reads (a misspelt option would be hashed and silently ignored)."""
+    accepted = accepted_card_keys(adapter)
+    if accepted is None:
+        return
+    if JUDGE_KEY in overrides and JUDGE_KEY not in accepted:
+        raise UserError(f"--judge-url: task {task!r} (adapter {adapter}) has no judge; only tasks whose "
+                        f"adapter reads {JUDGE_KEY} take one (e.g. mathvista)")
+    bad = sorted(k for k in overrides if k not in accepted)
+    if bad:
+        raise UserError(f"--task-option {', '.join(bad)}: task {task!r} (adapter {adapter}) has no such option; "
+                        f"accepted: {', '.join(k for k in accepted if k not in ('adapter', 'data_root'))}")
+    bad = sorted(k for k in card_keys if k not in accepted)
+    if bad:
+        raise UserError(f"task card {where}: unknown key(s) {', '.join(bad)} for adapter {adapter}; "
+                        f"accepted: {', '.join(accepted)}")
 
 
 def _expand(value: str) -> str:
@@ -59,14 +148,22 @@ class TaskCard:
 
     @classmethod
     def load(cls, name: str, data_root: str | None = None, overrides: dict[str, Any] | None = None) -> "TaskCard":
-        path = tasks_dir() / f"{name}.yaml"
-        if not path.is_file():
-            raise UserError(f"unknown task {name!r}; known: {', '.join(task_names())}")
-        raw = yaml.safe_load(path.read_text()) or {}
-        for key, value in (overrides or {}).items():
+        """`name` is a task on the search path or a card file (`path/to/card.yaml`; its stem names the task)."""
+        source = find_card(name)
+        name, path = source.name, source.path
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise UserError(f"task card {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        raw = raw or {}
+        if not isinstance(raw, dict) or not isinstance(raw.get("adapter"), str):
+            raise UserError(f"task card {path} must be a mapping with an `adapter:` (one of "
+                            f"`resadapt-eval list tasks`' cards shows the form)")
+        for key in overrides or {}:
             if key in ("adapter", "data_root"):
                 raise UserError(f"--task-option {key} is not allowed; use --data-root for the data location")
-            raw[key] = value
+        check_card_keys(name, raw["adapter"], list(raw), list(overrides or {}), str(path))
+        raw.update(overrides or {})
         if raw.get("judge_url"):
             refuse_credentials(str(raw["judge_url"]))
         root = Path(_expand(data_root or raw.pop("data_root", ".")))
@@ -187,6 +284,7 @@ class TaskAdapter(Protocol):
     version: str                  # of its prompt, parse and scoring rules; in the config hash (bump on change)
     metrics: tuple[str, ...]      # per-sample numeric score keys, reported as mean x 100
     main_metric: str
+    card_keys: tuple[str, ...]    # card options it reads, beyond COMMON_CARD_KEYS (checked: a typo is an error)
     breakdown_keys: tuple[str, ...]
 
     def load(self, card: TaskCard) -> list[Sample]: ...

@@ -239,6 +239,7 @@ class CharadesSTA:
     # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
     # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
     version = "1"
+    card_keys = ("videos", "parser")  # card options it reads
     metrics = tuple(f"{m}{s}" for s in ("", "_robust") for m in ("r@0.3", "r@0.5", "r@0.7", "iou", "unparsed"))
     main_metric = "iou"
     breakdown_keys: tuple[str, ...] = ()

@@ -135,8 +135,23 @@ def load_run(path: str | Path) -> RunView:
     return RunView(path, summary, records)
 
 
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "assets" / "published"
+PUBLISHED_PREFIX = "published:"
+
+
+def published_tables() -> list[str]:
+    """The published-numbers files shipped with the package, by name (`--reference published:NAME`)."""
+    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.json"))
+
+
 def load_reference(path: str | Path) -> RunView | dict[str, Any]:
-    """A reference run directory, or a published-numbers file (JSON with kind "published")."""
+    """A reference run directory, a published-numbers file (JSON with kind "published"), or
+    `published:NAME`, one of the files shipped with the package (found in any install)."""
+    if str(path).startswith(PUBLISHED_PREFIX):
+        name = str(path)[len(PUBLISHED_PREFIX):]
+        if name not in published_tables():
+            raise UserError(f"no published table {name!r}; shipped: {', '.join(published_tables())}")
+        path = PUBLISHED_DIR / f"{name}.json"
     path = Path(path)
     if path.is_file():
         data = read_json(path)

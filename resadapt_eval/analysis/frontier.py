@@ -215,16 +215,16 @@ def metric_label(metric: str) -> str:
 
 
 def plot_task(runs: pd.DataFrame, cost: str, path_stem: str | Path,
-              colors: Mapping[str, Any] | None = None) -> list[Path]:
+              colors: Mapping[str, Any] | None = None, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """One task x backbone: score against cost, one line per strategy, frontier highlighted.
-    Writes `<path_stem>.png` and `.svg` and returns both paths."""
+    Writes `<path_stem>.png` and `.svg` (or the given `formats`) and returns the paths."""
     if runs[GROUP].drop_duplicates().shape[0] != 1:
         raise ValueError("plot_task draws one task x backbone; use plot_grid for several")
     fig = Figure(figsize=(8, 4.8), layout="constrained")
     ax = fig.add_subplot()
     _draw(ax, annotate(runs, cost), cost, colors or strategy_colors(runs["strategy"]))
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title="strategy")
-    return _save(fig, path_stem)
+    return _save(fig, path_stem, formats)
 
 
 def plot_grid(runs: pd.DataFrame, cost: str, path_stem: str | Path,
@@ -282,10 +282,10 @@ def _tick_label(value: float, _position: int) -> str:
 _SI = ticker.EngFormatter(sep="")
 
 
-def _save(fig: Figure, path_stem: str | Path) -> list[Path]:
+def _save(fig: Figure, path_stem: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, editable
         for path in paths:
             fig.savefig(path, dpi=150, bbox_inches="tight")

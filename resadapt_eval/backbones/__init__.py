@@ -31,6 +31,13 @@ def resolve_alias(source: str) -> str:
     return source
 
 
+def backbone_name(source: str) -> str:
+    """The name a backbone gets in run directories, known without loading it: a folder's last
+    part (a bundled alias is its folder), a hub id with '/' as '__'."""
+    resolved = Path(resolve_alias(source)).expanduser()
+    return resolved.name if resolved.is_dir() else source.replace("/", "__")
+
+
 def load_backbone(source: str, **options: Any):
     """Load a backbone by alias, folder or hub id with the module registered for its model type."""
     from resadapt_eval.backbones.qwen_vl import LoadOptions, resolve_model_dir

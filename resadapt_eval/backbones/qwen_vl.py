@@ -31,7 +31,7 @@ from torchvision.transforms.v2 import functional as tvF
 
 from resadapt_eval.core.budget import Geometry
 from resadapt_eval.core.types import Frames, Output, Plan, UserError
-from resadapt_eval.backbones import register
+from resadapt_eval.backbones import backbone_name, register
 from resadapt_eval.backbones.flops import llm_prefill_flops, vision_flops
 from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, StockLM
 from resadapt_eval.backbones.reduction import NEEDS_VISION_ATTENTION, Selection, VisualTokens, reduce_visual
@@ -149,7 +149,7 @@ class QwenVLBackbone:
         options = options or LoadOptions()
         self.source = source
         self.model_dir = resolve_model_dir(source)
-        self.name = self.model_dir.name if Path(source).expanduser().is_dir() else source.replace("/", "__")
+        self.name = backbone_name(source)
         config = AutoConfig.from_pretrained(self.model_dir, trust_remote_code=options.trust_remote_code)
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise UserError(f"backbone {source!r} is a {config.model_type!r} model; supported: "

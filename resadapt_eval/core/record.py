@@ -34,8 +34,11 @@ def _split(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return known, {k: v for k, v in data.items() if k not in names}
 
 
+OMITTED_WHEN_NONE = ("frame_indices", "frame_times", "chunk_tokens")  # later additions: old files lack them
+
+
 def _emit(obj: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    out = {k: getattr(obj, k) for k in keys}
+    out = {k: getattr(obj, k) for k in keys if not (k in OMITTED_WHEN_NONE and getattr(obj, k) is None)}
     out.update(obj.extra)
     out["schema_version"] = SCHEMA_VERSION
     return out
@@ -67,6 +70,9 @@ class Record:
     generated_tokens: int | None = None
     flops: dict[str, float] = field(default_factory=dict)
     plan: dict[str, Any] | None = None
+    frame_indices: list[int] | None = None     # where the plan sits in the source (for `view`);
+    frame_times: list[float] | None = None     # absent (None) in records written before they existed
+    chunk_tokens: list[int] | None = None
     frames_decoded: int | None = None
     decoder: str | None = None
     frames_cached: bool = False
@@ -80,7 +86,7 @@ class Record:
     KEYS: ClassVar[tuple[str, ...]] = (
         "id", "target", "meta", "prediction", "parsed", "score", "vanilla_tokens", "tokens", "retention",
         "llm_visual_tokens", "llm_visual_tokens_input", "limit", "patches", "prompt_tokens", "generated_tokens",
-        "flops", "plan", "frames_decoded", "decoder", "frames_cached", "output_reused", "timings", "error")
+        "flops", "plan", "frame_indices", "frame_times", "chunk_tokens", "frames_decoded", "decoder", "frames_cached", "output_reused", "timings", "error")
     ERROR_KEYS: ClassVar[tuple[str, ...]] = (
         "id", "target", "meta", "prediction", "parsed", "score", "vanilla_tokens", "tokens", "retention", "plan",
         "timings", "error")

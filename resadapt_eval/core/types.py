@@ -19,6 +19,17 @@ class UserError(Exception):
     """Bad input from the user (CLI argument, config, data location): one line, exit code 2."""
 
 
+class DiskFull(Exception):
+    """The disk filled up while results were written (ENOSPC, EDQUOT): one line naming the path and how
+    to resume, exit code 1. Everything written before is intact; a rerun resumes from it."""
+
+    def __init__(self, path: Any):
+        self.path = path
+        super().__init__(f"no space left on the device while writing {path}; the records written so far are "
+                         f"kept: free space there, or move the results root to a larger disk and pass it as --out, "
+                         f"then rerun the same command to resume")
+
+
 class SampleError(Exception):
     """One sample cannot be evaluated (missing or corrupt media, bad row): becomes an error record."""
 

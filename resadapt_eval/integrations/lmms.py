@@ -18,8 +18,10 @@ from typing import Any
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from loguru import logger as eval_logger
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
+from resadapt_eval.integrations.requests import (answer_text, check_one_visual, flag, request_failed, sample_for,
+                                                  strategy_options)
 
 
 def manifests():
@@ -42,13 +44,12 @@ class ResAdaptModel(lmms):
         from resadapt_eval.core.budget import parse_budget
         from resadapt_eval.strategies import STRATEGIES
 
-        import yaml
-
         known = {"batch_size", "max_length"}  # lmms-eval passes these to every model
-        strategy_options = {k: yaml.safe_load(v) if isinstance(v, str) else v  # as `--strategy-option` reads them
-                            for k, v in options.items() if k not in known}
-        self.backbone = load_backbone(backbone, device=device, dtype=dtype, trust_remote_code=bool(trust_remote_code))
-        self.strategy = STRATEGIES.get(strategy)(**strategy_options)
+        trust = flag(trust_remote_code)
+        cls = STRATEGIES.get(strategy)
+        options = strategy_options(cls, {k: v for k, v in options.items() if k not in known}, trust_remote_code=trust)
+        self.backbone = load_backbone(backbone, device=device, dtype=dtype, trust_remote_code=trust)
+        self.strategy = cls(**options)
         self.budget = parse_budget(str(budget))
         self.frames, self.seed = int(frames), int(seed)
         self.log_path = Path(tokens_log)
@@ -60,27 +61,29 @@ class ResAdaptModel(lmms):
 
         from resadapt_eval.pipeline.store import RecordWriter
         from resadapt_eval.pipeline.runner import evaluate_sample
-        from resadapt_eval.core.types import Sample
 
         answers = []
+        # Every document's visuals first: a document with several (images, or a video and images) is
+        # refused before anything runs, with the task and document named (see check_one_visual).
+        visuals = []
+        for request in requests:
+            _, _, doc_to_visual, doc_id, task, split = request.args
+            visuals.append(check_one_visual(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id))
         writer = RecordWriter(self.log_path)
         try:
-            for request in tqdm(requests, desc="resadapt", disable=self._rank != 0):
-                context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
-                visuals = doc_to_visual(self.task_dict[task][split][doc_id])
-                media = visuals[0] if visuals else None
-                kind = "video" if isinstance(media, str) and Path(media).suffix.lower() in VIDEO_SUFFIXES else "image"
-                sample = Sample(id=f"{task}/{split}/{doc_id}", prompt=context, media_kind=kind, media=media,
-                                target=None, meta={"task": task})
+            for request, media in zip(tqdm(requests, desc="resadapt", disable=self._rank != 0), visuals):
+                context, gen_kwargs, _, doc_id, task, split = request.args
+                sample = sample_for(context, media, task, split, doc_id)
                 max_new = int(gen_kwargs.get("max_new_tokens", 64))
                 record = evaluate_sample(sample, None, self.strategy, self.backbone, self.budget, self.frames,
                                          max_new, self.seed, task=task)
                 record.extra.update(strategy=self.strategy.name, budget=self.budget.label)
                 writer.write(record)
-                text = record.prediction or ""
-                for stop in gen_kwargs.get("until") or []:
-                    if isinstance(stop, str) and stop and stop in text:
-                        text = text.split(stop)[0]
+                if record.error is not None:  # lmms-eval's convention for a failed request
+                    eval_logger.error(f"resadapt: {sample.id} failed: {record.error}")
+                    text = request_failed(record.error)
+                else:
+                    text = answer_text(record.prediction, gen_kwargs.get("until"))
                 answers.append(text)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         finally:

@@ -19,9 +19,10 @@ from resadapt_eval.pipeline import store as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.probes import provision
-from resadapt_eval.backbones import load_backbone
+from resadapt_eval.backbones import backbone_name, load_backbone, resolve_alias
 from resadapt_eval.core.budget import parse_budget
 from resadapt_eval.pipeline.distributed import current_world
+from resadapt_eval.pipeline.grid import StrategySpec, expand
 from resadapt_eval.pipeline.media import FrameCache, load_frames
 from resadapt_eval.pipeline.prefetch import Prefetcher
 from resadapt_eval.strategies import STRATEGIES
@@ -93,9 +94,11 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     `backbone`, `cache`, `outputs` and `loaded` let a sweep share one loaded model, the decoded
     frames, the model outputs of identical inputs and the task's samples across runs.
     """
+    strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
+    if backbone is None:  # before probe data is built and the model loads
+        check_backbone([strategy], config.backbone)
     card = load_card(config.task, config.data_root, config.task_options)
     adapter = ADAPTERS.get(card.adapter)()
-    strategy = STRATEGIES.get(config.strategy)(**config.strategy_options)
     budget = parse_budget(config.budget, config.budget_ref_frames)
     frames_n = config.frames or card.frames
     if frames_n < 1:
@@ -115,8 +118,10 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     torch.manual_seed(config.seed)
 
     hashed = {k: v for k, v in asdict(config).items() if k not in NOT_HASHED}
-    hashed.update(card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
-                  budget=budget.to_dict(), schema=HARNESS_SCHEMA, adapter_version=adapter_version(adapter))
+    # A card given by path (--task path/to/card.yaml) hashes as its name: its content is in `card`.
+    hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n,
+                  max_new_tokens=max_new, budget=budget.to_dict(), schema=HARNESS_SCHEMA,
+                  adapter_version=adapter_version(adapter))
     if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
         hashed.update(strategy=strategy.describe(backbone))
     chash = rec.config_hash(hashed)
@@ -263,8 +268,18 @@ def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict
                   llm_visual_tokens_input=out.llm_visual_tokens_input, limit=plan.limit,
                   patches=out.encoder_patches, prompt_tokens=out.prompt_tokens,
                   generated_tokens=out.generated_tokens, flops=flops, plan=plan.to_record(),
+                  **plan_layout(plan, frames, backbone),
                   frames_decoded=frames.count, decoder=frames.backend, frames_cached=staged.cached,
                   output_reused=staged.reused is not None, timings=timings, error=None)
+
+
+def plan_layout(plan: Plan, frames: Frames, backbone) -> dict[str, Any]:
+    """Where the plan sits in the source, for the report (`resadapt-eval view`): each planned frame's
+    number and time in the source video, and each chunk's tokens before any token reduction."""
+    positions = plan.frame_positions
+    return {"frame_indices": [int(frames.indices[p]) for p in positions],
+            "frame_times": [round(float(frames.timestamps[p]), 4) for p in positions],
+            "chunk_tokens": [backbone.geometry.tokens_per_chunk(c.height, c.width) for c in plan.chunks]}
 
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
@@ -282,18 +297,46 @@ def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, 
     return finish_sample(staged, adapter, backbone, max_new, outputs)
 
 
-def sweep(base: RunConfig, tasks: list[str], strategies: list[str], budgets: list[str],
+def check_backbone(strategies: list[Any], source: str) -> None:
+    """Before the backbone loads: every strategy that needs something for this backbone (resadapt:
+    an allocator) says so now, in one line, rather than after minutes of loading or half-way
+    through a sweep."""
+    checks = [s.check_backbone for s in strategies if hasattr(s, "check_backbone")]
+    if not checks:
+        return
+    folder = Path(resolve_alias(source)).expanduser()
+    for check in checks:
+        check(backbone_name(source), folder if folder.is_dir() else None)
+
+
+def sweep(base: RunConfig, tasks: list[str], strategies: list[str | StrategySpec], budgets: list[str],
           frames: list[int | None] | None = None, on_result: Any = None) -> list[RunResult]:
     """Every task x strategy x budget (x frames) with one backbone load, shared decoded frames and
-    one model call per distinct model input (see `evaluate_sample`)."""
+    one model call per distinct model input (see `evaluate_sample`).
+
+    `strategies` are names or `name+key=value` specs (see `grid`); `base.strategy_options` are
+    not used (settle options with `grid.expand`). Everything that can be checked without the model
+    (task cards, budgets, frame counts, strategy options, each strategy's needs for this backbone)
+    is checked before the backbone loads, so a bad grid fails before its first configuration.
+    """
+    specs = expand(strategies)
+    for task in tasks:
+        TaskCard.load(task, base.data_root, base.task_options)
+    for budget in budgets:
+        parse_budget(budget, base.budget_ref_frames)
+    for n in frames or []:
+        if n is not None and n < 1:
+            raise UserError(f"--frames must be at least 1, got {n}")
+    check_backbone([STRATEGIES.get(s.name)(**s.options) for s in specs], base.backbone)
     backbone = load_backbone_for(base)
     results = []
     for task in tasks:
         cache, outputs, loaded = FrameCache(), {}, {}
         for n in frames or [base.frames]:
-            for strategy in strategies:
+            for spec in specs:
                 for budget in budgets:
-                    cfg = replace(base, task=task, strategy=strategy, budget=budget, frames=n)
+                    cfg = replace(base, task=task, strategy=spec.name, strategy_options=dict(spec.options),
+                                  budget=budget, frames=n)
                     result = run(cfg, backbone=backbone, cache=cache, outputs=outputs, loaded=loaded)
                     results.append(result)
                     if on_result is not None:

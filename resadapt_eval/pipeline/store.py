@@ -12,6 +12,7 @@ is the one place that reads and writes them. `RunStore` is what the runner uses 
 from __future__ import annotations
 
 import copy
+import errno
 import fcntl
 import functools
 import hashlib
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from resadapt_eval.core.record import Manifest, Record, Summary
-from resadapt_eval.core.types import UserError
+from resadapt_eval.core.types import DiskFull, UserError
 from resadapt_eval.pipeline.distributed import World
 
 SAMPLES, SUMMARY, MANIFEST, LOCK = "samples.jsonl", "summary.json", "manifest.json", ".lock"
@@ -43,9 +44,16 @@ PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate
 def strategy_label(name: str, options: dict[str, Any] | None = None) -> str:
     """The strategy's name in directories, summaries and figures: options are part of it
     (`fastv+layer=1`), so runs that differ only in an option never share a directory. A path
-    value is named by its last part (`resadapt+allocator=mine`)."""
+    value is named by its last part and a short digest of its absolute path
+    (`resadapt+allocator=mine@1a2b3c4d`): two folders called `mine` get two directories."""
     def short(v: Any) -> Any:
-        return Path(str(v)).name if isinstance(v, (str, os.PathLike)) and os.sep in str(v) else v
+        if not isinstance(v, (str, os.PathLike)):
+            return v
+        text = os.fspath(v)
+        if os.sep not in text and not Path(text).exists():
+            return v
+        where = os.path.abspath(os.path.expanduser(text))
+        return f"{Path(where).name}@{hashlib.sha256(where.encode()).hexdigest()[:8]}"
     return "+".join([name] + [f"{k}={short(v)}" for k, v in sorted((options or {}).items())])
 
 
@@ -107,7 +115,7 @@ def load_manifest(directory: Path) -> Manifest:
 def write_records(path: Path, records: list[Record]) -> None:
     """Write a whole samples file atomically (temp file + fsync + rename)."""
     tmp = path.with_name(path.name + ".writing")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with disk_full_as_error(path), open(tmp, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r.to_dict(), default=json_default) + "\n")
         f.flush()
@@ -147,20 +155,50 @@ def merge_shards(directory: Path, order: list[str]) -> list[Record]:
     return records
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_as_error(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing `path` becomes DiskFull (one line, exit 1), not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(path) from e
+        raise
+
+
 class RecordWriter:
-    """Appends one JSON line per record, flushed and fsynced so a crash loses at most the line in flight."""
+    """Appends one JSON line per record, flushed and fsynced so a crash loses at most the line in flight.
+
+    A full disk raises DiskFull: a half-written last line is repaired when the run resumes
+    (`read_records(..., repair=True)`)."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "a", encoding="utf-8")
+        self.path = Path(path)
+        with disk_full_as_error(self.path):
+            self.file = open(path, "a", encoding="utf-8")
+        self.failed = False
 
     def write(self, record: Record | dict[str, Any]) -> None:
         data = record.to_dict() if isinstance(record, Record) else record
-        self.file.write(json.dumps(data, default=json_default) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        line = json.dumps(data, default=json_default) + "\n"
+        try:
+            with disk_full_as_error(self.path):
+                self.file.write(line)
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        except DiskFull:
+            self.failed = True
+            raise
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError as e:  # the unflushed tail of a write that already failed for lack of space
+            if not (self.failed and e.errno in DISK_FULL_ERRNOS):
+                raise
 
 
 def json_default(value: Any) -> Any:
@@ -176,8 +214,14 @@ def json_default(value: Any) -> Any:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
+    with disk_full_as_error(path):
+        try:
+            tmp.write_text(text)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
 
 
 def bootstrap_ci(values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES,

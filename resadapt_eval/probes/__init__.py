@@ -338,7 +338,7 @@ def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200, training: b
 def ensure_built_train(task: str, n: int, seed: int = 0) -> Path:
     """A training split (seed TRAIN_SEED_BASE + seed) in the evaluation layout, cached under
     $RESADAPT_HOME/probes-train: what an allocator trains on through the evaluation path."""
-    from resadapt_eval.probes.adapters.base import _expand
+    from resadapt_eval.adapters.base import _expand
 
     root = Path(_expand(f"$RESADAPT_HOME/probes-train/{task}-{seed}"))
     return ensure_built(task, root, TRAIN_SEED_BASE + seed, n, training=True)

@@ -89,3 +89,22 @@ def make_videomme(root: Path, n_videos: int = 3, questions_per_video: int = 2, m
     (root / "videomme").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(root / "videomme" / "test-00000-of-00001.parquet")
     return root
+
+
+def make_longvideobench(root: Path, n_videos: int = 2, sizes: tuple[tuple[int, int], ...] = ((96, 128), (64, 96))) -> Path:
+    """<root>/validation-00000-of-00001.parquet and <root>/videos/<video_path>, as the HF dataset repo
+    longvideobench/LongVideoBench unpacks (five-option rows, the fifth `N/A` where a question has four)."""
+    rows = []
+    for v in range(n_videos):
+        vid = f"lvb{v:03d}"
+        h, w = sizes[v % len(sizes)]
+        write_video(root / "videos" / f"{vid}.mp4", n_frames=20 + 4 * v, height=h, width=w, fps=8, seed=10 + v)
+        rows.append({"video_id": vid, "id": f"{vid}_0", "video_path": f"{vid}.mp4", "subtitle_path": f"{vid}_en.json",
+                     "correct_choice": v % 4, "question": f"Which colour box appears first in clip {v}?",
+                     "option0": "red", "option1": "green", "option2": "blue", "option3": "grey",
+                     "option4": "N/A" if v % 2 else "white", "duration": 3.0, "duration_group": 15,
+                     "question_category": "S2E", "topic_category": "NP-News-Programs",
+                     "starting_timestamp_for_subtitles": 0.0})
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(root / "validation-00000-of-00001.parquet")
+    return root

@@ -8,6 +8,9 @@ layers (`llm_visual_tokens`).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from resadapt_eval.core.types import Plan, UserError
 from resadapt_eval.strategies import register
 from resadapt_eval.core.strategy import Context, check_share, reduced_plan
@@ -24,6 +27,19 @@ class FastV:
             raise UserError(f"strategy option layer must be an integer >= 1, got {layer!r}")
         self.layer = layer
         self.frame_share = check_share("frame_share", frame_share)
+
+    def check_backbone(self, name: str, folder: Path | None = None) -> None:
+        """Before the model loads (a sweep's first configuration): K must be below the LLM's depth,
+        read from the checkpoint's config.json where the folder is known."""
+        config = Path(folder) / "config.json" if folder is not None else None
+        if config is None or not config.is_file():
+            return
+        raw = json.loads(config.read_text())
+        n_layers = (raw.get("text_config") or {}).get("num_hidden_layers", raw.get("num_hidden_layers"))
+        if isinstance(n_layers, int) and not 1 <= self.layer < n_layers:
+            raise UserError(f"fastv prunes after layer K with 1 <= K < {n_layers} on the {n_layers}-layer LLM of "
+                            f"backbone {name!r}, got K={self.layer}; pass layer=K (fastv+layer=K or "
+                            f"--strategy-option layer=K)")
 
     def plan(self, ctx: Context) -> Plan:
         return reduced_plan(ctx, "fastv", layer=self.layer, frame_share=self.frame_share)

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resadapt_eval.allocator.external import is_external, load_external, refuse_untrusted
-from resadapt_eval.allocator.model import WEIGHTS_NAME
+from resadapt_eval.allocator.model import CONFIG_NAME, WEIGHTS_NAME
 from resadapt_eval.allocator.projection import project_to_budget
 from resadapt_eval.core.types import Plan, UserError
 from resadapt_eval.strategies import register
@@ -29,6 +29,27 @@ from resadapt_eval.core.strategy import Context, even_plan
 
 FITS = ("exact", "cap")
 BUNDLED = {"reference": Path(__file__).resolve().parents[1] / "assets" / "allocator" / "reference"}
+
+
+def no_allocator_message(backbone: str) -> str:
+    bundled = ", ".join(sorted(BUNDLED)) or "none"
+    return (f"strategy resadapt has no allocator for backbone {backbone!r} (one is bundled only for: {bundled}); "
+            f"pass --allocator FOLDER (or resadapt+allocator=FOLDER) with a folder from "
+            f"`resadapt-eval train-allocator --backbone <this backbone> --out FOLDER`, or an original ResAdapt "
+            f"allocator folder together with --trust-remote-code")
+
+
+def check_trained_for(path: Path, backbone: str, backbone_sha: str) -> None:
+    """A native allocator reads features of the backbone it was trained on (its vision tower and
+    embeddings); with another backbone's they mean nothing, so that is refused. Allocators that do
+    not record their backbone (saved untrained, or by older versions) are not checked."""
+    config = json.loads((path / CONFIG_NAME).read_text()) if (path / CONFIG_NAME).is_file() else {}
+    trained = config.get("trained") or {}
+    sha = (trained.get("backbone_fingerprint") or {}).get("sha256")
+    if sha and sha != backbone_sha:
+        raise UserError(f"allocator {str(path)!r} was trained for backbone {trained.get('backbone')!r} "
+                        f"(fingerprint {sha[:12]}), not for {backbone!r} ({backbone_sha[:12]}); train one for it "
+                        f"with `resadapt-eval train-allocator --backbone <this backbone>`")
 
 
 def parse_drop(drop: str) -> tuple[str, float]:
@@ -89,12 +110,24 @@ class ResAdapt:
         self._policy = None
         self._trained: dict = {}
 
+    def check_backbone(self, name: str, folder: Path | None = None) -> None:
+        """Before any model loads: is there an allocator for this backbone? A native allocator that
+        records the backbone it was trained on must be used with that backbone (`folder`, when
+        known, is fingerprinted without loading it)."""
+        path = self.path or BUNDLED.get(name)
+        if path is None or not path.exists():
+            raise UserError(no_allocator_message(name))
+        if folder is not None and not is_external(path):
+            from resadapt_eval.backbones.qwen_vl import fingerprint
+            check_trained_for(path, name, fingerprint(Path(folder))["sha256"])
+
     def folder(self, backbone) -> Path:
         """The allocator folder: --allocator, or the one bundled for this backbone."""
         path = self.path or BUNDLED.get(backbone.name)
         if path is None or not path.exists():
-            raise UserError(f"no bundled allocator for backbone {backbone.name!r}; train one with "
-                            f"`resadapt-eval train-allocator` and pass --allocator PATH")
+            raise UserError(no_allocator_message(backbone.name))
+        if not is_external(path):
+            check_trained_for(path, backbone.name, backbone.fingerprint["sha256"])
         return path
 
     def describe(self, backbone) -> dict:

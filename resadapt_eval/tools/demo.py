@@ -1,7 +1,8 @@
 """The embedded reference sweep, then its frontier, offline on a CPU (`resadapt-eval demo`, `make demo`).
 
 The four probe tasks x every registered strategy x budgets {0.1, 0.25, 0.5, 1.0} on the bundled
-reference backbone, then figures and tables under `<out>/frontier/`. A new strategy module joins
+reference backbone, then figures and tables under `<out>/frontier/` and the browsable report
+(`resadapt-eval view`) under `<out>/view/`. A new strategy module joins
 the demo by being registered: nothing here changes.
 """
 
@@ -23,6 +24,7 @@ class DemoResult:
     frontier: dict[str, Any]
     sweep_s: float
     frontier_s: float
+    site: Any = None
 
 
 def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str] | None = None,
@@ -31,6 +33,7 @@ def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str]
     """Sweep the probes with every strategy, then build the frontier of everything under `out`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from resadapt_eval.analysis import frontier
+    from resadapt_eval.analysis.view import build_site
     from resadapt_eval.pipeline.runner import RunConfig, sweep
     from resadapt_eval.strategies import STRATEGIES
 
@@ -41,4 +44,6 @@ def run_demo(out: str = "results", backbone: str = "reference", tasks: list[str]
                     tasks, names, list(budgets or BUDGETS), on_result=on_result)
     sweep_s = time.perf_counter() - start
     built = frontier.build(out, f"{out}/frontier", tasks=tasks)
-    return DemoResult(results, built, sweep_s, time.perf_counter() - start - sweep_s)
+    frontier_s = time.perf_counter() - start - sweep_s
+    site = build_site(out, f"{out}/view", tasks=tasks)
+    return DemoResult(results, built, sweep_s, frontier_s, site)
