@@ -390,7 +390,7 @@ def compare(run_a: str, run_b: str, metric: str | None, seed: int, json_path: st
     binary score (accuracy) or the paired bootstrap's for a continuous one (IoU).
     """
     from resadapt_eval.analysis.paired import compare_runs, describe, format_paired, load_run
-    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.pipeline.store import write_json
 
     result = compare_runs(run_a, run_b, metric, seed)
     click.echo(format_paired(result, f"{run_a}  [{describe(load_run(run_a)[0])}]",
@@ -497,7 +497,7 @@ def bench(parts: tuple[str, ...], tasks: str, strategies: str, budgets: str, lim
     random weights, every strategy, budget and frame count, timed per stage (docs/gpu-bench.md).
     """
     from resadapt_eval.tools import bench as b
-    from resadapt_eval.pipeline.records import environment
+    from resadapt_eval.pipeline.store import environment
 
     report: dict = {"command": "resadapt-eval bench " + " ".join(sys.argv[2:]), "environment": environment()}
     for part in parts or BENCH_PARTS:
@@ -601,7 +601,7 @@ def check(run_dir: str, baseline: str, out: str | None, **kw) -> None:
     from pathlib import Path
 
     from resadapt_eval.analysis.check import Limits, check as run_check
-    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.pipeline.store import write_json
 
     result = run_check(run_dir, baseline, Limits(**kw))
     _print_check(result)
@@ -622,7 +622,7 @@ def check_baseline(baseline_root: str, out: str, **kw) -> None:
 
     from resadapt_eval.analysis.check import Limits
     from resadapt_eval.analysis.check_baseline import check_baseline as run_check_baseline
-    from resadapt_eval.pipeline.records import write_json
+    from resadapt_eval.pipeline.store import write_json
 
     if Path(out).resolve() == Path(baseline_root).resolve():
         raise UserError("--out must differ from the baseline tree, or the reruns would resume into it")
@@ -639,6 +639,28 @@ def check_baseline(baseline_root: str, out: str, **kw) -> None:
 # `recheck`: check-baseline's former name, kept (hidden) for scripts that call it.
 main.add_command(click.Command("recheck", callback=check_baseline.callback, params=check_baseline.params,
                                help=check_baseline.help, hidden=True))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+              help="Score with this task option over the run's own, e.g. parser=robust (Charades-STA) or "
+                   "judge_url=URL (MathVista); repeatable.")
+@click.option("--label", default=None, help="Name of the output folder (default: the options, or `current`).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier rescore of the same label.")
+def rescore(run_dir: str, task_option: tuple[str, ...], label: str | None, overwrite: bool) -> None:
+    """Score RUN_DIR's stored predictions again, without loading a model.
+
+    \b
+    Writes RUN_DIR/rescored/LABEL/ (samples.jsonl, summary.json, and rescore.json: which samples'
+    scores changed, old and new, and every metric before and after); RUN_DIR itself is not touched.
+    Example:
+      resadapt-eval rescore results/charades_sta/MODEL/vanilla/b1-f32 --task-option parser=robust
+    """
+    from resadapt_eval.analysis.rescore import rescore as run_rescore
+
+    done = run_rescore(run_dir, _parse_options(task_option), label=label, overwrite=overwrite)
+    click.echo("\n".join(done.lines()))
 
 
 def _print_check(result) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 

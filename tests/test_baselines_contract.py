@@ -15,7 +15,7 @@ from resadapt_eval.backbones.llm import LayerwiseLM, Staged, last_query_attentio
 from resadapt_eval.backbones.pyramid import pyramid_schedule
 from resadapt_eval.backbones.reduction import VisualTokens, reduce_visual
 from resadapt_eval.cli import main
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from test_pruning import PROMPT, encoded, ordered_subset, plan_for
 
 PRE_LLM = ["flashvid", "vidcom2", "divprune"]

@@ -46,7 +46,7 @@ def test_bench_command_prints_and_writes_its_figures(tmp_path):
 def test_blocked_bootstrap_draws_the_same_cis_as_one_big_draw():
     import numpy as np
 
-    from resadapt_eval.pipeline.records import bootstrap_ci
+    from resadapt_eval.pipeline.store import bootstrap_ci
 
     for n in (1, 7, 263, 5000):
         values = np.random.default_rng(n).random(n)

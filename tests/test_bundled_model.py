@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from resadapt_eval import probes
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.backbones import ALIASES
 from resadapt_eval.cli import main
 

@@ -310,7 +310,7 @@ def test_window_token_share_weights_chunks_by_area_and_frames_by_time():
 
 def test_runs_record_the_token_share_inside_the_window_and_the_frontier_shows_it(tmp_path, tiny25):
     from resadapt_eval.analysis import frontier as fr
-    from resadapt_eval.pipeline.records import read_records
+    from resadapt_eval.pipeline.store import read_records
     from resadapt_eval.pipeline.runner import RunConfig, run
 
     root = make_charades(tmp_path / "charades_sta")

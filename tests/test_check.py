@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from resadapt_eval import probes
 from resadapt_eval.analysis.check import Limits, check, mcnemar_exact, paired_bootstrap
 from resadapt_eval.cli import main
-from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_records
+from resadapt_eval.pipeline.store import SAMPLES, SUMMARY, read_records
 from resadapt_eval.analysis.check_baseline import check_baseline
 from resadapt_eval.pipeline.runner import RunConfig, run
 

@@ -13,7 +13,7 @@ import os
 from click.testing import CliRunner
 
 from resadapt_eval.cli import main
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 
 N = 6
 

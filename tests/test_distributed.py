@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from resadapt_eval import probes
-from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_records, shard_files
+from resadapt_eval.pipeline.store import SAMPLES, SUMMARY, read_records, shard_files
 
 N = 24
 RUN_DIR = Path("probe-longvideo/tiny-bundled/uniform-scale/b1-f64")

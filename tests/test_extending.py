@@ -22,7 +22,7 @@ from resadapt_eval.backbones import BACKBONES, load_backbone
 from resadapt_eval.cli import main
 from resadapt_eval.core.protocols import Backbone
 from resadapt_eval.core.strategy import Strategy
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.probes import build as build_probe
 from resadapt_eval.probes.synth import write_video
 from resadapt_eval.strategies import STRATEGIES

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from resadapt_eval import probes
-from resadapt_eval.pipeline.records import SAMPLES, read_records
+from resadapt_eval.pipeline.store import SAMPLES, read_records
 
 pytestmark = pytest.mark.lmms
 

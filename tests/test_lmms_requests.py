@@ -45,7 +45,7 @@ def test_a_media_error_answers_with_the_failed_request_marker(tmp_path):
     backbone = load_backbone("reference")
     record = evaluate_sample(sample_for("Which?", str(broken), "videomme", "test", 0), None,
                              STRATEGIES.get("uniform-scale")(), backbone, parse_budget("0.25"), 8, 4, 0, task="videomme")
-    assert record["error"] and record["prediction"] is None
-    text = request_failed(record["error"])
+    assert record.error and record.prediction is None
+    text = request_failed(record.error)
     assert text.startswith(FAILED_MARKER) and "\n" not in text and len(text) < 260
     assert answer_text("B. yes\nmore", ["\n"]) == "B. yes" and answer_text(None, None) == ""

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from fixtures import JudgeServer
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.core.record import Record
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.adapters.mathvista import (
@@ -372,11 +373,14 @@ def test_summary_breaks_down_by_list_valued_skills(tmp_path):
         records.append({"id": s.id, "meta": s.meta, "score": score, "parsed": parsed, "error": None,
                         "plan": {"feasible": True}, "retention": 1.0, "tokens": 4, "vanilla_tokens": 4, "patches": 16,
                         "flops": {"total": 1.0}, "timings": {}})
-    summary = rec.summarize(records, {}, adapter.metrics, adapter.main_metric, adapter.breakdown_keys, 0)
-    assert summary["metrics"]["accuracy"]["value"] == 100.0
+    head = {"task": "mathvista", "backbone": "b", "strategy": "vanilla", "budget": "1", "frames": 1,
+            "config_hash": "0"}
+    summary = rec.summarize([Record.from_dict(r) for r in records], head, adapter.metrics, adapter.main_metric,
+                            adapter.breakdown_keys, 0)
+    assert summary.metrics["accuracy"]["value"] == 100.0
     skills = {k for r in records for k in r["meta"]["skills"]}
-    assert set(summary["breakdowns"]["skills"]) == skills
-    assert set(summary["breakdowns"]) == {"question_type", "answer_type", "category", "skills"}
+    assert set(summary.breakdowns["skills"]) == skills
+    assert set(summary.breakdowns) == {"question_type", "answer_type", "category", "skills"}
 
 
 # ------------------------------------------------------------------------------------------------

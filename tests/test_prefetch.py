@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.pipeline.prefetch import Prefetcher
 from resadapt_eval.pipeline.runner import RunConfig, run
 

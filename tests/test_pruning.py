@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import AttentionInterface
 
 from fixtures import write_video
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.backbones import load_backbone
 from resadapt_eval.backbones.llm import InLLMPrune, LayerwiseLM, last_query_attention
 from resadapt_eval.backbones.reduction import (VisualTokens, chunk_quotas, reduce_visual, tome_tokens,

@@ -16,7 +16,7 @@ from resadapt_eval.allocator.external import chunk_scales
 from resadapt_eval.allocator.policy import Policy
 from resadapt_eval.core.budget import Budget
 from resadapt_eval.cli import main
-from resadapt_eval.pipeline.records import SAMPLES, read_records
+from resadapt_eval.pipeline.store import SAMPLES, read_records
 from resadapt_eval.core.strategy import Context
 from resadapt_eval.strategies.resadapt import allocation_plan, kept_chunks, parse_drop
 from resadapt_eval.core.types import Frames, Sample, UserError

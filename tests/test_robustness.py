@@ -36,7 +36,7 @@ import torch
 from click.testing import CliRunner
 
 from fixtures import JudgeServer, make_videomme, write_video
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard, task_names
 from resadapt_eval.cli import main
@@ -358,7 +358,7 @@ def test_corrupt_annotation_lines_are_error_records_the_rest_runs(tiny25, tmp_pa
         assert [s.id for s in got] == ["001-1", "001-2"] and got[0].media is not None
         assert got[1].media is None and "annotation row 1 is malformed: TypeError" in got[1].meta["media_error"]
         record = evaluate_sample(got[1], None, None, None, None, 4, 8, 0)
-        assert record["id"] == "001-2" and "malformed" in record["error"]
+        assert record.id == "001-2" and "malformed" in record.error
 
     ch = tmp_path / "charades"
     write_video(ch / "Charades_v1_480" / "AB12C.mp4", n_frames=8, height=56, width=84)
@@ -505,7 +505,7 @@ def test_every_task_card_refuses_paths_that_escape_the_data_root(task, tmp_path)
     for s in escaping:
         assert s.media is None and "escapes the data root" in s.meta["media_error"], (s.id, s.meta)
         record = evaluate_sample(s, None, None, None, None, 4, 8, 0)
-        assert record["id"] == s.id and "escapes the data root" in record["error"] and record["prediction"] is None
+        assert record.id == s.id and "escapes the data root" in record.error and record.prediction is None
 
     # a symlink the user put inside the root (the videos on another disk) is followed, not refused
     if adapter_name != "mathvista":

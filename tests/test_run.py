@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from fixtures import make_videomme
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.cli import main
 
 STRATEGIES = ["vanilla", "uniform-scale", "uniform-frames", "random-drop"]

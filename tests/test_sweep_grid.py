@@ -18,7 +18,7 @@ from resadapt_eval import probes
 from resadapt_eval.cli import main
 from resadapt_eval.core.types import UserError
 from resadapt_eval.pipeline.grid import StrategySpec, expand, parse_spec, split_list
-from resadapt_eval.pipeline.records import MANIFEST, SAMPLES, read_records, strategy_label
+from resadapt_eval.pipeline.store import MANIFEST, SAMPLES, read_records, strategy_label
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from resadapt_eval.analysis import frontier
 from resadapt_eval.analysis.view import build_site
-from resadapt_eval.pipeline.records import read_records
+from resadapt_eval.pipeline.store import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

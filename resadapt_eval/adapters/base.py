@@ -325,6 +325,7 @@ class TaskAdapter(Protocol):
     `sample_from_row`, which the reference-model training also uses to build its prompts.
     """
 
+    version: str                  # of its prompt, parse and scoring rules; in the config hash (bump on change)
     metrics: tuple[str, ...]      # per-sample numeric score keys, reported as mean x 100
     main_metric: str
     card_keys: tuple[str, ...]    # card options it reads, beyond COMMON_CARD_KEYS (checked: a typo is an error)

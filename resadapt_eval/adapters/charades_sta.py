@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from resadapt_eval.core.types import Sample
+from resadapt_eval.core.types import Sample, UserError
 from resadapt_eval.adapters import register
 from resadapt_eval.adapters.base import TaskCard, evidence_meta, sample_or_error
 
@@ -236,12 +236,25 @@ def upstream_metrics(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
 
 @register("charades_sta")
 class CharadesSTA:
-    card_keys = ("videos",)  # card options it reads
+    # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
+    # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
+    version = "1"
+    card_keys = ("videos", "parser")  # card options it reads
     metrics = tuple(f"{m}{s}" for s in ("", "_robust") for m in ("r@0.3", "r@0.5", "r@0.7", "iou", "unparsed"))
     main_metric = "iou"
     breakdown_keys: tuple[str, ...] = ()
+    PARSERS = {"lmms": "iou", "robust": "iou_robust"}  # card option `parser`: whose mIoU is the main metric
+
+    def configure(self, card: TaskCard) -> None:
+        """Card options that shape scoring: `parser` (lmms, the default, or robust) picks the main metric;
+        both parsers' scores are in every record either way."""
+        parser = str(card.options.get("parser", "lmms"))
+        if parser not in self.PARSERS:
+            raise UserError(f"charades_sta: unknown parser {parser!r}; known: {', '.join(self.PARSERS)}")
+        self.main_metric = self.PARSERS[parser]
 
     def load(self, card: TaskCard) -> list[Sample]:
+        self.configure(card)
         rows = card.read_parquet("data/test-*.parquet", "annotation parquet")
         samples = []
         for i, row in rows.iterrows():

@@ -208,6 +208,9 @@ def subtitle_lines(entries: list[dict[str, Any]], duration: float, start_offset:
 
 @register("longvideobench")
 class LongVideoBench:
+    # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
+    # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
+    version = "1"
     card_keys = ("videos", "subtitles", "subtitles_dir", "subtitle_selection", "subtitle_frames")
     metrics = ("accuracy", "accuracy_no_fallback")
     main_metric = "accuracy"

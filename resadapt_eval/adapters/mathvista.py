@@ -571,6 +571,9 @@ META_KEYS = ("category", "context", "grade", "source", "language", "task")
 
 @register("mathvista")
 class MathVista:
+    # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
+    # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
+    version = "1"
     card_keys = ("prompt_variant", "judge_url", "judge_model", "judge_key_env", "judge_timeout", "judge_retries")
     metrics = ("accuracy", "accuracy_closest", "unparsed", "closest_choice", "judge_used")
     main_metric = "accuracy"
@@ -579,12 +582,16 @@ class MathVista:
     def __init__(self) -> None:
         self.judge: Judge | None = None
 
+    def configure(self, card: TaskCard) -> None:
+        """Card options that shape scoring: the judge (`judge_url`, ...), if any."""
+        self.judge = Judge.from_options(card.options)
+
     def load(self, card: TaskCard) -> list[Sample]:
         rows = card.read_parquet("data/testmini-*.parquet", "MathVista parquet")
         variant = str(card.options.get("prompt_variant", "format"))
         if variant not in SHOT_TYPES:
             raise UserError(f"mathvista: unknown prompt_variant {variant!r}; known: {', '.join(SHOT_TYPES)}")
-        self.judge = Judge.from_options(card.options)
+        self.configure(card)
         samples = []
         for i, row in enumerate(rows.to_dict("records")):
             row = {k: plain(v) for k, v in row.items()}

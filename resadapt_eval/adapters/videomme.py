@@ -18,6 +18,9 @@ CHOICES = ("A", "B", "C", "D")
 
 @register("videomme")
 class VideoMME:
+    # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
+    # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
+    version = "1"
     card_keys = ("videos", "video_extensions", "prompt_variant")  # card options it reads
     metrics = ("accuracy",)
     main_metric = "accuracy"

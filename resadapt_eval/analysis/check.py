@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from resadapt_eval.analysis.paired import mcnemar_exact, paired_bootstrap  # noqa: F401 (re-exported)
-from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.core.record import Record
+from resadapt_eval.pipeline.store import BOOTSTRAP_RESAMPLES, SAMPLES, SUMMARY, load_records, read_json
 from resadapt_eval.core.types import UserError
 
-BOOTSTRAP_RESAMPLES = 10_000
 PUBLISHED_KIND = "published"
 
 
@@ -45,7 +45,7 @@ class RunView:
 
     path: Path
     summary: dict[str, Any]
-    records: dict[str, dict[str, Any]]
+    records: dict[str, Record]
 
     @property
     def task(self) -> str:
@@ -105,7 +105,7 @@ def load_run(path: str | Path) -> RunView:
     if not (path / SUMMARY).exists():
         raise UserError(f"{path} is not a run directory (no {SUMMARY}); give the directory that `run` wrote")
     summary = read_json(path / SUMMARY)
-    records = {r["id"]: r for r in read_records(path / SAMPLES)}
+    records = {r.id: r for r in load_records(path / SAMPLES)}
     return RunView(path, summary, records)
 
 
@@ -156,13 +156,13 @@ def check_paired(run: RunView, ref: RunView, limits: Limits) -> CheckResult:
     common = sorted(set(run.records) & set(ref.records))
     if not common:
         raise UserError(f"no sample ids in common between {run.path} and {ref.path}")
-    ref_ok = [i for i in common if not ref.records[i].get("error")]
-    new_errors = [i for i in ref_ok if run.records[i].get("error")]
-    paired = [i for i in ref_ok if not run.records[i].get("error")]
+    ref_ok = [i for i in common if ref.records[i].ok]
+    new_errors = [i for i in ref_ok if not run.records[i].ok]
+    paired = [i for i in ref_ok if run.records[i].ok]
     if not paired:
         raise UserError("no sample is scored in both runs (every common sample is an error record in one of them)")
-    a = np.array([ref.records[i]["score"][metric] for i in paired], dtype=float)
-    b = np.array([run.records[i]["score"][metric] for i in paired], dtype=float)
+    a = np.array([ref.records[i].score[metric] for i in paired], dtype=float)
+    b = np.array([run.records[i].score[metric] for i in paired], dtype=float)
     delta = float((b - a).mean() * 100)
     stats: dict[str, Any] = {"metric": metric, "n_paired": len(paired), "n_common": len(common),
                              "only_in_run": len(set(run.records) - set(ref.records)),
@@ -178,13 +178,13 @@ def check_paired(run: RunView, ref: RunView, limits: Limits) -> CheckResult:
         p, lo, hi = paired_bootstrap(b - a, limits.seed)
         stats.update(test="paired bootstrap", p_value=p, ci_low=lo * 100, ci_high=hi * 100)
         how = f"bootstrap p={p:.3g}, 95% CI [{lo * 100:+.2f}, {hi * 100:+.2f}]"
-    same_prediction = sum(run.records[i].get("prediction") == ref.records[i].get("prediction") for i in paired)
+    same_prediction = sum(run.records[i].prediction == ref.records[i].prediction for i in paired)
     stats["identical_predictions"] = same_prediction
 
     costs = {}
     for key in ("retention", "tokens"):
-        r0 = float(np.mean([ref.records[i][key] for i in paired]))
-        r1 = float(np.mean([run.records[i][key] for i in paired]))
+        r0 = float(np.mean([getattr(ref.records[i], key) for i in paired]))
+        r1 = float(np.mean([getattr(run.records[i], key) for i in paired]))
         costs[key] = (r0, r1, _rise(r1, r0))
     stats["costs"] = {k: {"reference": v[0], "run": v[1], "rise": v[2]} for k, v in costs.items()}
 

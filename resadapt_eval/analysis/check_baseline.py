@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from resadapt_eval.analysis.check import CheckResult, Limits, check_paired, load_run
-from resadapt_eval.pipeline.records import MANIFEST, SUMMARY, read_json
+from resadapt_eval.pipeline.store import MANIFEST, SUMMARY, read_json
 from resadapt_eval.core.types import UserError
 
 DEFAULT_ROOT = "results/baseline"
@@ -53,18 +53,16 @@ def rerun_config(baseline: Path, out: str | Path):
 def check_baseline(root: str | Path, out: str | Path, limits: Limits,
                    on_result: Callable[[BaselineCheck], Any] | None = None) -> list[BaselineCheck]:
     """Rerun and check every baseline run; a backbone is loaded once for all its configurations."""
-    from resadapt_eval.backbones import load_backbone
     from resadapt_eval.pipeline.media import FrameCache
-    from resadapt_eval.pipeline.runner import run
+    from resadapt_eval.pipeline.runner import backbone_key, load_backbone_for, run
 
     configs = [(ref, rerun_config(ref, out)) for ref in baseline_runs(root)]
     results, backbones = [], {}
     caches: dict[str, FrameCache] = {}
     for ref, cfg in configs:
-        key = (cfg.backbone, cfg.device, cfg.dtype, cfg.attn, cfg.text_resume, cfg.trust_remote_code)
+        key = backbone_key(cfg)
         if key not in backbones:
-            backbones[key] = load_backbone(cfg.backbone, device=cfg.device, dtype=cfg.dtype, attn=cfg.attn,
-                                           text_resume=cfg.text_resume or "max+1", trust_remote_code=cfg.trust_remote_code)
+            backbones[key] = load_backbone_for(cfg)
         cache = caches.setdefault(cfg.task, FrameCache())
         done = run(replace(cfg), backbone=backbones[key], cache=cache)
         item = BaselineCheck(ref, done.directory, check_paired(load_run(done.directory), load_run(ref), limits))

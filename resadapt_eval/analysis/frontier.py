@@ -35,7 +35,8 @@ from matplotlib.figure import Figure
 
 from resadapt_eval.analysis.paired import compare_records
 from resadapt_eval.pipeline.media import uniform_indices
-from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.core.record import Record
+from resadapt_eval.pipeline.store import SAMPLES, SUMMARY, load_records, read_json
 from resadapt_eval.core.types import UserError
 
 COSTS: dict[str, str] = {"tokens": "tokens", "retention": "retention", "patches": "patches", "flops": "flops",
@@ -324,7 +325,7 @@ def subset_runs(runs: pd.DataFrame, ids: dict[tuple[str, str], set[str]],
                 records: dict[str, list[dict[str, Any]]], seed: int = 0) -> pd.DataFrame:
     """`runs` (rows of `load_runs`) re-measured on a subset of samples per task x backbone: the main
     metric with its bootstrap CI and the mean costs over the subset's scored records only."""
-    from resadapt_eval.pipeline.records import bootstrap_ci
+    from resadapt_eval.pipeline.store import bootstrap_ci
 
     rows = []
     for run in runs.to_dict("records"):
@@ -660,7 +661,7 @@ def _no_runs_message(root: Path, tasks: Iterable[str] | None) -> str:
 
 # -- per sample: where did the tokens go? ------------------------------------------------------
 
-def evidence_spend(records: Iterable[dict[str, Any]], metric: str, source_frames: int | None = None) -> pd.DataFrame:
+def evidence_spend(records: Iterable[Record | dict[str, Any]], metric: str, source_frames: int | None = None) -> pd.DataFrame:
     """Per probe sample: the share of its LLM visual tokens that landed on the evidence, with the
     evidence size and the sample's score (x 100, as in summaries). This shows *why* a strategy wins:
     whether its budget went where the answer is.
@@ -674,17 +675,17 @@ def evidence_spend(records: Iterable[dict[str, Any]], metric: str, source_frames
     clip's frame count as `source_frames` to map them through the harness's uniform sampling.
     Error records and records without evidence (real benchmarks) are left out.
     """
-    rows = [_evidence_row(r, metric, source_frames) for r in records
-            if not r.get("error") and r.get("plan") and (r.get("meta") or {}).get("evidence")]
+    typed = (r if isinstance(r, Record) else Record.from_dict(r) for r in records)
+    rows = [_evidence_row(r, metric, source_frames) for r in typed if r.ok and r.plan and r.meta.get("evidence")]
     return pd.DataFrame(rows, columns=EVIDENCE_COLUMNS)
 
 
-def _evidence_row(record: dict[str, Any], metric: str, source_frames: int | None) -> dict[str, Any]:
-    evidence, plan = record["meta"]["evidence"], record["plan"]
-    share = evidence_share(plan, evidence.get("frames"), source_frames, record.get("frames_decoded"))
-    return {"id": record["id"], "evidence_size": evidence.get("size", evidence.get("text_size")),
-            "tokens": record["tokens"], "evidence_share": share, "evidence_tokens": share * record["tokens"],
-            "score": 100.0 * float(record["score"][metric])}
+def _evidence_row(record: Record, metric: str, source_frames: int | None) -> dict[str, Any]:
+    evidence, plan = record.meta["evidence"], record.plan
+    share = evidence_share(plan, evidence.get("frames"), source_frames, record.frames_decoded)
+    return {"id": record.id, "evidence_size": evidence.get("size", evidence.get("text_size")),
+            "tokens": record.tokens, "evidence_share": share, "evidence_tokens": share * record.tokens,
+            "score": 100.0 * float(record.score[metric])}
 
 
 def evidence_share(plan: dict[str, Any], evidence_frames: Iterable[int] | None, source_frames: int | None = None,
@@ -706,7 +707,7 @@ def evidence_runs(runs: pd.DataFrame, source_frames: int | None = None) -> pd.Da
     """`evidence_spend` of every run in `runs` (rows of `load_runs`), with the run's identity columns."""
     parts = []
     for run in runs.itertuples(index=False):
-        spend = evidence_spend(read_records(Path(run.directory) / SAMPLES), run.main_metric, source_frames)
+        spend = evidence_spend(load_records(Path(run.directory) / SAMPLES), run.main_metric, source_frames)
         parts.append(spend.assign(task=run.task, backbone=run.backbone, strategy=run.strategy, budget=run.budget,
                                   frames=run.frames))
     columns = ["task", "backbone", "strategy", "budget", "frames"] + EVIDENCE_COLUMNS

@@ -18,9 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from resadapt_eval.core.types import UserError
-from resadapt_eval.pipeline.records import SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.pipeline.store import BOOTSTRAP_RESAMPLES, SAMPLES, SUMMARY, read_json, read_records
 
-BOOTSTRAP_RESAMPLES = 10_000
 
 
 def mcnemar_exact(lost: int, gained: int) -> float:

@@ -13,7 +13,6 @@ working directory), since lmms-eval's own logs have no field for them. Registere
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ class ResAdaptModel(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         from tqdm import tqdm
 
-        from resadapt_eval.pipeline.records import RecordWriter
+        from resadapt_eval.pipeline.store import RecordWriter
         from resadapt_eval.pipeline.runner import evaluate_sample
 
         answers = []
@@ -78,12 +77,13 @@ class ResAdaptModel(lmms):
                 max_new = int(gen_kwargs.get("max_new_tokens", 64))
                 record = evaluate_sample(sample, None, self.strategy, self.backbone, self.budget, self.frames,
                                          max_new, self.seed, task=task)
-                writer.write({**record, "strategy": self.strategy.name, "budget": self.budget.label})
-                if record["error"] is not None:  # lmms-eval's convention for a failed request
-                    eval_logger.error(f"resadapt: {sample.id} failed: {record['error']}")
-                    text = request_failed(record["error"])
+                record.extra.update(strategy=self.strategy.name, budget=self.budget.label)
+                writer.write(record)
+                if record.error is not None:  # lmms-eval's convention for a failed request
+                    eval_logger.error(f"resadapt: {sample.id} failed: {record.error}")
+                    text = request_failed(record.error)
                 else:
-                    text = answer_text(record["prediction"], gen_kwargs.get("until"))
+                    text = answer_text(record.prediction, gen_kwargs.get("until"))
                 answers.append(text)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         finally:
@@ -99,8 +99,10 @@ class ResAdaptModel(lmms):
 
 def summarize_log(path: str | Path) -> dict[str, float]:
     """Mean visual tokens and retention of a tokens_log, for a quick look next to lmms-eval's scores."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    ok = [r for r in rows if r.get("error") is None]
+    from resadapt_eval.pipeline.store import load_records
+
+    rows = load_records(Path(path))
+    ok = [r for r in rows if r.ok]
     return {"n": len(rows), "errors": len(rows) - len(ok),
-            "tokens_mean": sum(r["tokens"] for r in ok) / max(1, len(ok)),
-            "retention_mean": sum(r["retention"] for r in ok) / max(1, len(ok))}
+            "tokens_mean": sum(r.tokens for r in ok) / max(1, len(ok)),
+            "retention_mean": sum(r.retention for r in ok) / max(1, len(ok))}

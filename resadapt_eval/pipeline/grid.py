@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from resadapt_eval.core.types import UserError
-from resadapt_eval.pipeline.records import strategy_label
+from resadapt_eval.pipeline.store import strategy_label
 from resadapt_eval.strategies import STRATEGIES
 
 # '+' starts a new option only where `key=` follows, so a value may itself hold a '+' (1e+3, a path).

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.probes import provision
@@ -30,6 +30,7 @@ from resadapt_eval.strategies import STRATEGIES
 from resadapt_eval.core import protocol as protocols
 from resadapt_eval.core.protocol import InputProtocol
 from resadapt_eval.core.strategy import Context
+from resadapt_eval.core.record import Manifest, Record
 from resadapt_eval.core.types import Frames, Output, Plan, Sample, SampleError, UserError
 
 # 2: FLOPs checked against torch (dense attention, real windows, Qwen3-VL MLP and deepstack mergers),
@@ -85,6 +86,19 @@ def load_card(task: str, data_root: str | None = None, overrides: dict[str, Any]
     return card
 
 
+def load_backbone_for(config: RunConfig) -> Any:
+    """The backbone a config names, with its loading options, on this rank's device (the one place
+    `run`, `sweep` and `recheck` load one)."""
+    return load_backbone(config.backbone, device=current_world().device(config.device), dtype=config.dtype,
+                         attn=config.attn, text_resume=config.text_resume or "max+1",
+                         trust_remote_code=config.trust_remote_code)
+
+
+def backbone_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can share one loaded backbone."""
+    return (config.backbone, config.device, config.dtype, config.attn, config.text_resume, config.trust_remote_code)
+
+
 def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None,
         outputs: dict | None = None, loaded: dict | None = None) -> RunResult:
     """Evaluate one (task, backbone, strategy, budget, frames) configuration; returns its summary.
@@ -114,9 +128,7 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     world = current_world()
     text_resume = config.text_resume or protocols.resolve(protocol_name, "qwen2_5_vl").text_resume
     if backbone is None:
-        backbone = load_backbone(config.backbone, device=world.device(config.device), dtype=config.dtype,
-                                 attn=config.attn, text_resume=text_resume,
-                                 trust_remote_code=config.trust_remote_code)
+        backbone = load_backbone_for(replace(config, text_resume=text_resume))
     if getattr(backbone, "text_resume", text_resume) != text_resume:
         raise UserError(f"the {protocol_name} protocol resumes text positions with {text_resume!r}, but the loaded "
                         f"backbone uses {backbone.text_resume!r}; pass --text-resume or run it separately")
@@ -128,8 +140,9 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     if protocol.name != "fixed":  # runs made before protocols existed (all `fixed`) keep their hash
         hashed["protocol"] = protocol.to_dict()
     # A card given by path (--task path/to/card.yaml) hashes as its name: its content is in `card`.
-    hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n, max_new_tokens=max_new,
-                  budget=budget.to_dict(), schema=HARNESS_SCHEMA)
+    hashed.update(task=card.name, card=card.to_dict(), backbone=backbone.describe(), frames=frames_n,
+                  max_new_tokens=max_new, budget=budget.to_dict(), schema=HARNESS_SCHEMA,
+                  adapter_version=adapter_version(adapter))
     if hasattr(strategy, "describe"):  # learned strategies: their weights are part of the configuration
         hashed.update(strategy=strategy.describe(backbone))
     chash = rec.config_hash(hashed)
@@ -137,57 +150,43 @@ def run(config: RunConfig, backbone: Any = None, cache: FrameCache | None = None
     directory = rec.run_dir(config.out, card.name, backbone.name, label, budget.label, frames_n)
     head = {"task": card.name, "backbone": backbone.name, "strategy": label, "budget": budget.label,
             "budget_spec": budget.to_dict(), "frames": frames_n, "protocol": protocol.name, "config_hash": chash}
+    rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit", "prefetch")}
+    rerun.update(protocol=protocol.name, text_resume=text_resume)  # as resolved, for `check-baseline`
+    manifest = Manifest.build(head, config=hashed, run_config=rerun, seed=config.seed, environment=rec.environment(),
+                              backbone_description=backbone.describe(), backbone_fingerprint=backbone.fingerprint,
+                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
-    # Under torchrun every rank runs this with its own shard of the samples; rank 0 owns the
-    # manifest, the merge and the summary (see resadapt_eval.pipeline.distributed).
-    with rec.locked(directory, rec.LOCK if world.is_main else f"{rec.LOCK}.rank{world.rank}"):
-        manifest_path = directory / rec.MANIFEST
-        if world.is_main and not manifest_path.exists():
-            rerun = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "limit", "prefetch")}
-            rerun.update(protocol=protocol.name, text_resume=text_resume)  # as resolved, for `recheck`
-            rec.write_json(manifest_path, {**head, "config": hashed, "run_config": rerun, "seed": config.seed,
-                                           "environment": rec.environment(), "backbone": backbone.describe(),
-                                           "backbone_fingerprint": backbone.fingerprint,
-                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        world.barrier()
-        old = rec.read_json(manifest_path)
-        if old.get("config_hash") != chash:
-            raise UserError(f"{directory} holds results of a different config (hash {old.get('config_hash')}, "
-                            f"now {chash}); pass another --out or remove that directory")
-        samples_path = directory / rec.SAMPLES
-        own = samples_path if world.size == 1 else rec.shard_path(directory, world.rank, world.size)
-        done = {r["id"] for path in [samples_path, *rec.shard_files(directory)]
-                for r in rec.read_records(path, repair=path == own)}
+    # Under torchrun every rank runs this with its own shard of the samples; the store gives rank 0
+    # the manifest, the merge and the summary (see resadapt_eval.pipeline.distributed).
+    store = rec.RunStore(directory, world)
+    with store.open(manifest):
+        done = store.done_ids()
         pending = [s for s in world.shard(samples) if s.id not in done]
-        writer = rec.RecordWriter(own)
-        try:
-            where = f" rank {world.rank}/{world.size}" if world.size > 1 else ""
-            # The next samples are decoded, planned and preprocessed in a background thread while
-            # the model runs this one (depth 0: all in this thread).
-            def stage(sample: Sample) -> Staged:
-                return stage_sample(sample, strategy, backbone, budget, frames_n, max_new, config.seed, cache,
-                                    outputs, task=card.name, protocol=protocol)
+        where = f" rank {world.rank}/{world.size}" if world.size > 1 else ""
 
-            depth = prefetch_depth(config.prefetch, backbone)
-            with Prefetcher(stage, pending, depth, setup=_prefetch_setup(backbone)) as staged:
-                bar = tqdm(staged, total=len(pending), desc=f"{card.name} {label} b{budget.label} f{frames_n}{where}",
-                           unit="sample", disable=not config.progress, dynamic_ncols=True)
-                for item in bar:
-                    writer.write(finish_sample(item, adapter, backbone, max_new, outputs))
-        finally:
-            writer.close()
-        world.barrier()
-        if world.is_main:
-            order = [s.id for s in samples]
-            wanted = set(order)
-            records = [r for r in rec.merge_shards(directory, order) if r["id"] in wanted]
-            summary = rec.summarize(records, head, adapter.metrics, adapter.main_metric, adapter.breakdown_keys,
-                                    config.seed)
-            rec.write_json(directory / rec.SUMMARY, summary)
-        world.barrier()
-        if not world.is_main:
-            summary = rec.read_json(directory / rec.SUMMARY)
+        # The next samples are decoded, planned and preprocessed in a background thread while
+        # the model runs this one (depth 0: all in this thread).
+        def stage(sample: Sample) -> Staged:
+            return stage_sample(sample, strategy, backbone, budget, frames_n, max_new, config.seed, cache,
+                                outputs, task=card.name, protocol=protocol)
+
+        depth = prefetch_depth(config.prefetch, backbone)
+        with store.writer() as write, Prefetcher(stage, pending, depth, setup=_prefetch_setup(backbone)) as staged:
+            bar = tqdm(staged, total=len(pending), desc=f"{card.name} {label} b{budget.label} f{frames_n}{where}",
+                       unit="sample", disable=not config.progress, dynamic_ncols=True)
+            for item in bar:
+                write(finish_sample(item, adapter, backbone, max_new, outputs))
+        summary = store.finish([s.id for s in samples],
+                               lambda records: rec.summarize(records, head, adapter.metrics, adapter.main_metric,
+                                                             adapter.breakdown_keys, config.seed))
     return RunResult(directory, summary, len(pending))
+
+
+def adapter_version(adapter: Any) -> str | None:
+    """The task adapter's declared version of its prompt and scoring rules (None if it declares none),
+    hashed with the config so a scoring change never mixes into an old run directory on resume."""
+    version = getattr(adapter, "version", None)
+    return None if version is None else str(version)
 
 
 def _on_cpu(backbone: Any) -> bool:
@@ -259,13 +258,12 @@ def stage_sample(sample: Sample, strategy, backbone, budget, frames_n: int, max_
     return Staged(sample, frames.decode_s, frames, cached, None, plan, plan_s, key, prepared, reused)
 
 
-def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict | None = None) -> dict[str, Any]:
+def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict | None = None) -> Record:
     """The model's part and the record: execute the prepared plan (or reuse a sweep's output), score."""
     sample = staged.sample
-    base = {"id": sample.id, "target": sample.target, "meta": sample.meta}
     if staged.error is not None:
-        return {**base, "prediction": None, "parsed": None, "score": None, "vanilla_tokens": None, "tokens": None,
-                "retention": None, "plan": None, "timings": {"load": staged.load_s}, "error": staged.error}
+        return Record(id=sample.id, target=sample.target, meta=sample.meta, timings={"load": staged.load_s},
+                      error=staged.error)
     plan, frames = staged.plan, staged.frames
     out = staged.reused
     if out is None:
@@ -285,17 +283,16 @@ def finish_sample(staged: Staged, adapter, backbone, max_new: int, outputs: dict
     timings = {"load": frames.decode_s, "plan": staged.plan_s, **out.timings, "score": score_s}
     timings["e2e"] = frames.decode_s + staged.plan_s + out.timings["backbone_total"] + score_s
     window = getattr(adapter, "evidence_window", lambda _s: None)(staged.sample)
-    if window is not None:  # temporal grounding: the share of tokens inside the ground-truth window
-        base = {**base, "window_share": window_token_share(plan, frames, window)}
-    return {**base, "prediction": out.text, "parsed": parsed, "score": score, "vanilla_tokens": plan.vanilla_tokens,
-            "tokens": out.visual_tokens, "retention": out.visual_tokens / plan.vanilla_tokens,
-            "llm_visual_tokens": out.llm_visual_tokens, "llm_visual_tokens_input": out.llm_visual_tokens_input,
-            "limit": plan.limit, "patches": out.encoder_patches, "prompt_tokens": out.prompt_tokens,
-            "generated_tokens": out.generated_tokens, "flops": flops, "plan": plan.to_record(),
-            **plan_layout(plan, frames, backbone),
-            "frames_decoded": frames.count, "decoder": frames.backend, "frames_cached": staged.cached,
-            "output_reused": staged.reused is not None, "timings": timings,
-            "error": None}
+    extra = {} if window is None else {"window_share": window_token_share(plan, frames, window)}  # grounding
+    return Record(id=sample.id, target=sample.target, meta=sample.meta, prediction=out.text, parsed=parsed,
+                  score=score, vanilla_tokens=plan.vanilla_tokens, tokens=out.visual_tokens,
+                  retention=out.visual_tokens / plan.vanilla_tokens, llm_visual_tokens=out.llm_visual_tokens,
+                  llm_visual_tokens_input=out.llm_visual_tokens_input, limit=plan.limit,
+                  patches=out.encoder_patches, prompt_tokens=out.prompt_tokens,
+                  generated_tokens=out.generated_tokens, flops=flops, plan=plan.to_record(),
+                  **plan_layout(plan, frames, backbone),
+                  frames_decoded=frames.count, decoder=frames.backend, frames_cached=staged.cached,
+                  output_reused=staged.reused is not None, timings=timings, error=None, extra=extra)
 
 
 def plan_layout(plan: Plan, frames: Frames, backbone) -> dict[str, Any]:
@@ -309,7 +306,7 @@ def plan_layout(plan: Plan, frames: Frames, backbone) -> dict[str, Any]:
 
 def evaluate_sample(sample, adapter, strategy, backbone, budget, frames_n: int, max_new: int,
                     seed: int, cache: FrameCache | None = None, outputs: dict | None = None,
-                    task: str = "") -> dict[str, Any]:
+                    task: str = "") -> Record:
     """One record: the full chain for one sample, or an error record naming the cause.
 
     Timings are each stage's own (`e2e` is their sum), so latencies compare as if each configuration
@@ -354,8 +351,7 @@ def sweep(base: RunConfig, tasks: list[str], strategies: list[str | StrategySpec
             raise UserError(f"--frames must be at least 1, got {n}")
     check_backbone([STRATEGIES.get(s.name)(**s.options) for s in specs], base.backbone)
     text_resume = base.text_resume or protocols.resolve(base.protocol or "fixed", "qwen2_5_vl").text_resume
-    backbone = load_backbone(base.backbone, device=current_world().device(base.device), dtype=base.dtype,
-                             attn=base.attn, text_resume=text_resume, trust_remote_code=base.trust_remote_code)
+    backbone = load_backbone_for(replace(base, text_resume=text_resume))
     results = []
     for task in tasks:
         cache, outputs, loaded = FrameCache(), {}, {}

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resadapt_eval.pipeline import records as rec
+from resadapt_eval.pipeline import store as rec
 
 MODEL_STAGES = ("encode", "reduce", "prefill", "decode")
 PROBES = ("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math")
@@ -94,14 +94,14 @@ def overlap_benchmark(tasks: tuple[str, ...] = PROBES, strategies: tuple[str, ..
     model = planner = 0.0
     n = executed = 0
     for result in results:
-        for r in rec.read_records(result.directory / rec.SAMPLES):
+        for r in rec.load_records(result.directory / rec.SAMPLES):
             n += 1
-            if r.get("error"):
+            if not r.ok:
                 continue
-            t = r["timings"]
-            if (r.get("plan") or {}).get("planner_flops"):
+            t = r.timings
+            if (r.plan or {}).get("planner_flops"):
                 planner += t.get("plan", 0.0)
-            if r.get("output_reused"):
+            if r.output_reused:
                 continue
             executed += 1
             model += sum(t.get(k, 0.0) for k in MODEL_STAGES)

@@ -485,13 +485,13 @@ def measure_overhead(built: Built, video: str, frames_n: int, settings: GpuBench
         for item in staged:
             records.append(runner.finish_sample(item, None, backbone, settings.new_tokens))
     wall = time.perf_counter() - start
-    model = sum(r["timings"].get(k, 0.0) for r in records for k in MODEL_STAGES)
-    planner = sum(r["timings"].get("plan", 0.0) for r in records if (r.get("plan") or {}).get("planner_flops"))
+    model = sum(r.timings.get(k, 0.0) for r in records for k in MODEL_STAGES)
+    planner = sum(r.timings.get("plan", 0.0) for r in records if (r.plan or {}).get("planner_flops"))
     outside = max(0.0, wall - model - planner)
     return {"prefetch": depth, "strategy": name, "budget": settings.overhead_budget, "samples": len(records),
             "wall_s": wall, "model_s": model, "planner_s": planner, "outside_s": outside,
             "outside_share": outside / wall if wall else 0.0,
-            "errors": sum(1 for r in records if r.get("error"))}
+            "errors": sum(1 for r in records if not r.ok)}
 
 
 def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSettings, allocator: str,
@@ -595,7 +595,7 @@ def gpu_benchmark(settings: GpuBenchSettings, on_progress: Any = None) -> dict[s
     import transformers
 
     from resadapt_eval.backbones.tiny import build_tokenizer
-    from resadapt_eval.pipeline.records import environment
+    from resadapt_eval.pipeline.store import environment
 
     if settings.repeats < 1:
         raise UserError(f"--gpu-repeats must be at least 1, got {settings.repeats}")

@@ -36,7 +36,7 @@ from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.analysis import frontier
 from resadapt_eval.analysis.view.thumbs import SpriteJob, SpriteMaker
 from resadapt_eval.core.types import UserError
-from resadapt_eval.pipeline.records import MANIFEST, SAMPLES, SUMMARY, read_json, read_records
+from resadapt_eval.pipeline.store import MANIFEST, SAMPLES, SUMMARY, read_json, read_records
 
 RIGHT = 0.5  # a sample is "right" when its main-metric score reaches this (accuracy: correct; IoU: R@0.5)
 ASSETS = ("view.css", "view.js")

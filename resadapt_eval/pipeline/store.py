@@ -1,9 +1,12 @@
-"""The results layout: per-sample records (append-only, crash-safe), the summary and the manifest.
+"""The results store: one run directory's lock, manifest, resume, shards, merge and summary.
 
 results/<task>/<backbone>/<strategy>/b<budget>-f<frames>/
     samples.jsonl   one record per sample, appended and flushed as it completes
     summary.json    metrics with bootstrap 95% CIs, breakdowns, mean retention and costs, error counts
     manifest.json   full config and its hash, versions, git revision, checksums, seed, device
+
+The types of these files (Record, Summary, Manifest) are in `resadapt_eval.core.record`; this module
+is the one place that reads and writes them. `RunStore` is what the runner uses for one run.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ import subprocess
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from resadapt_eval.core.record import Manifest, Record, Summary, split_known
 from resadapt_eval.core.types import DiskFull, UserError
+from resadapt_eval.pipeline.distributed import World
 
 SAMPLES, SUMMARY, MANIFEST, LOCK = "samples.jsonl", "summary.json", "manifest.json", ".lock"
 SHARD_GLOB = "samples.rank*-of-*.jsonl"
+# Bootstrap resamples, for the summaries' CIs and check's paired test alike. 1,000 keeps the committed
+# summaries' CIs as they are and a summary of a full benchmark quick (Charades-STA: 3,720 samples x 10
+# metrics); 10,000 moved the committed CIs by up to 0.5 points and made each metric's CI ~7.5x slower.
 BOOTSTRAP_RESAMPLES = 1000
 PACKAGES = ("resadapt-eval", "torch", "torchvision", "transformers", "accelerate", "decord", "av", "numpy",
             "pandas", "pyarrow", "pillow", "tokenizers", "flash-attn")
@@ -91,6 +99,30 @@ def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     return records
 
 
+def load_records(path: Path) -> list[Record]:
+    """All complete records of a samples file as typed Records (files of any schema version)."""
+    return [Record.from_dict(r) for r in read_records(path)]
+
+
+def load_summary(directory: Path) -> Summary:
+    return Summary.from_dict(read_json(Path(directory) / SUMMARY))
+
+
+def load_manifest(directory: Path) -> Manifest:
+    return Manifest.from_dict(read_json(Path(directory) / MANIFEST))
+
+
+def write_records(path: Path, records: list[Record]) -> None:
+    """Write a whole samples file atomically (temp file + fsync + rename)."""
+    tmp = path.with_name(path.name + ".writing")
+    with disk_full_as_error(path), open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_dict(), default=json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def shard_path(directory: Path, rank: int, size: int) -> Path:
     """Where one rank of a data-parallel run appends its records."""
     return directory / f"samples.rank{rank}-of-{size}.jsonl"
@@ -100,30 +132,24 @@ def shard_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(SHARD_GLOB))
 
 
-def merge_shards(directory: Path, order: list[str]) -> list[dict[str, Any]]:
+def merge_shards(directory: Path, order: list[str]) -> list[Record]:
     """Fold every shard file into samples.jsonl, each id once, in the task's sample order, then
     remove the shards. The merged file replaces the old one atomically, so a crash here loses
     nothing: shards left behind are merged again (their ids already present are skipped)."""
     main = directory / SAMPLES
-    records = read_records(main, repair=True)
+    records = [Record.from_dict(r) for r in read_records(main, repair=True)]
     shards = shard_files(directory)
     if not shards:
         return records
-    seen = {r["id"] for r in records}
+    seen = {r.id for r in records}
     for shard in shards:
         for r in read_records(shard, repair=True):
             if r["id"] not in seen:
-                records.append(r)
+                records.append(Record.from_dict(r))
                 seen.add(r["id"])
     position = {sid: i for i, sid in enumerate(order)}
-    records.sort(key=lambda r: position.get(r["id"], len(position)))  # ids of a wider earlier run last
-    tmp = main.with_name(main.name + ".merging")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, main)
+    records.sort(key=lambda r: position.get(r.id, len(position)))  # ids of a wider earlier run last
+    write_records(main, records)
     for shard in shards:
         shard.unlink()
     return records
@@ -155,8 +181,9 @@ class RecordWriter:
             self.file = open(path, "a", encoding="utf-8")
         self.failed = False
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=_json_default) + "\n"
+    def write(self, record: Record | dict[str, Any]) -> None:
+        data = record.to_dict() if isinstance(record, Record) else record
+        line = json.dumps(data, default=json_default) + "\n"
         try:
             with disk_full_as_error(self.path):
                 self.file.write(line)
@@ -174,7 +201,7 @@ class RecordWriter:
                 raise
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -187,7 +214,7 @@ def _json_default(value: Any) -> Any:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    text = json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
     with disk_full_as_error(path):
         try:
             tmp.write_text(text)
@@ -212,61 +239,140 @@ def bootstrap_ci(values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAM
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _metric_block(records: list[dict[str, Any]], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
+def _metric_block(records: list[Record], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
     out = {}
     for m in metrics:
-        vals = np.array([r["score"][m] for r in records if r["score"] and m in r["score"]], dtype=float)
+        vals = np.array([r.score[m] for r in records if r.score and m in r.score], dtype=float)
         lo, hi = bootstrap_ci(vals, seed)
         out[m] = {"value": float(vals.mean() * 100) if len(vals) else float("nan"),
                   "ci_low": lo * 100, "ci_high": hi * 100, "n": int(len(vals))}
     return out
 
 
-def _mean(values: list[float]) -> float | None:
+def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
 
 
-def summarize(records: list[dict[str, Any]], head: dict[str, Any], metrics: tuple[str, ...], main_metric: str,
-              breakdown_keys: tuple[str, ...], seed: int) -> dict[str, Any]:
+def summarize(records: list[Record], head: dict[str, Any], metrics: tuple[str, ...], main_metric: str,
+              breakdown_keys: tuple[str, ...], seed: int) -> Summary:
     """The summary of a run: metrics (mean x 100 over scored samples) with CIs, costs and breakdowns.
 
     Error records (missing or corrupt media) are counted in `n_errors` and left out of the metrics.
     """
-    records = sorted(records, key=lambda r: r["id"])
-    ok = [r for r in records if not r.get("error")]
+    records = sorted(records, key=lambda r: r.id)
+    ok = [r for r in records if r.ok]
     breakdowns: dict[str, Any] = {}
     for key in breakdown_keys:
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[Record]] = {}
         for r in ok:
-            value = (r.get("meta") or {}).get(key)
+            value = r.meta.get(key)
             for v in (value if isinstance(value, (list, tuple)) else [value]):  # e.g. MathVista skills
                 if v is not None:
                     groups.setdefault(str(v), []).append(r)
-        breakdowns[key] = {v: {m: {"value": float(np.mean([g["score"][m] for g in rs]) * 100), "n": len(rs)}
+        breakdowns[key] = {v: {m: {"value": float(np.mean([g.score[m] for g in rs]) * 100), "n": len(rs)}
                                for m in metrics} for v, rs in sorted(groups.items())}
-    timing_keys = sorted({k for r in ok for k in (r.get("timings") or {})})
-    return {
-        **head,
-        "n": len(records),
-        "n_scored": len(ok),
-        "n_errors": len(records) - len(ok),
-        "n_infeasible": sum(1 for r in ok if not r["plan"]["feasible"]),
-        "main_metric": main_metric,
-        "metrics": _metric_block(ok, metrics, seed),
-        "retention_mean": _mean([r["retention"] for r in ok]),
-        "tokens_mean": _mean([r["tokens"] for r in ok]),
-        "llm_visual_tokens_mean": _mean([r.get("llm_visual_tokens") for r in ok]),
-        "vanilla_tokens_mean": _mean([r["vanilla_tokens"] for r in ok]),
-        "patches_mean": _mean([r["patches"] for r in ok]),
-        "flops_mean": _mean([r["flops"]["total"] for r in ok]),
-        "flops_planner_mean": _mean([r["flops"].get("planner", 0.0) for r in ok]),
-        **({"window_share_mean": _mean([r.get("window_share") for r in ok])}
-           if any("window_share" in r for r in ok) else {}),  # temporal grounding: tokens inside the GT window
-        "timings_mean": {k: _mean([(r.get("timings") or {}).get(k) for r in ok]) for k in timing_keys},
-        "breakdowns": breakdowns,
-        "errors": sorted({r["error"] for r in records if r.get("error")})[:20],
-    }
+    timing_keys = sorted({k for r in ok for k in r.timings})
+    known, extra = split_known(Summary, head)
+    shares = [r.extra.get("window_share") for r in ok]
+    if any(s is not None for s in shares):  # temporal grounding: the share of tokens inside the GT window
+        extra["window_share_mean"] = _mean(shares)
+    return Summary(
+        **known,
+        n=len(records),
+        n_scored=len(ok),
+        n_errors=len(records) - len(ok),
+        n_infeasible=sum(1 for r in ok if not r.feasible),
+        main_metric=main_metric,
+        metrics=_metric_block(ok, metrics, seed),
+        retention_mean=_mean([r.retention for r in ok]),
+        tokens_mean=_mean([r.tokens for r in ok]),
+        llm_visual_tokens_mean=_mean([r.llm_visual_tokens for r in ok]),
+        vanilla_tokens_mean=_mean([r.vanilla_tokens for r in ok]),
+        patches_mean=_mean([r.patches for r in ok]),
+        flops_mean=_mean([r.flops["total"] for r in ok]),
+        flops_planner_mean=_mean([r.flops.get("planner", 0.0) for r in ok]),
+        timings_mean={k: _mean([r.timings.get(k) for r in ok]) for k in timing_keys},
+        breakdowns=breakdowns,
+        errors=sorted({r.error for r in records if r.error})[:20],
+        extra=extra,
+    )
+
+
+class RunStore:
+    """One run directory as a run sees it: the lock, the manifest (and the refusal of a different
+    config), resume, this rank's shard, the merge and the summary.
+
+    Under torchrun every rank opens the same directory: rank 0 owns the manifest, the merge and the
+    summary; the other ranks lock and append to their own shard file (see pipeline.distributed).
+
+        store = RunStore(directory, world)
+        with store.open(manifest):
+            done = store.done_ids()
+            with store.writer() as write: ...
+            summary = store.finish(order, summarize_fn)
+    """
+
+    def __init__(self, directory: Path, world: World | None = None):
+        self.directory = Path(directory)
+        self.world = world or World()
+
+    @property
+    def samples_path(self) -> Path:
+        return self.directory / SAMPLES
+
+    @property
+    def own_path(self) -> Path:
+        """Where this process appends: samples.jsonl alone, a shard file under torchrun."""
+        w = self.world
+        return self.samples_path if w.size == 1 else shard_path(self.directory, w.rank, w.size)
+
+    @contextmanager
+    def open(self, manifest: Manifest) -> Iterator["RunStore"]:
+        """Lock the directory, write the manifest if it is new (rank 0) and refuse a directory that
+        holds another configuration's results."""
+        w = self.world
+        with locked(self.directory, LOCK if w.is_main else f"{LOCK}.rank{w.rank}"):
+            path = self.directory / MANIFEST
+            if w.is_main and not path.exists():
+                write_json(path, manifest.to_dict())
+            w.barrier()
+            old = read_json(path).get("config_hash")
+            if old != manifest.config_hash:
+                raise UserError(f"{self.directory} holds results of a different config (hash {old}, now "
+                                f"{manifest.config_hash}); pass another --out or remove that directory")
+            yield self
+
+    def done_ids(self) -> set[str]:
+        """Ids already recorded here (any rank's shard included); this process's own file is repaired
+        (a torn last line from a killed run cut off) before it appends."""
+        own = self.own_path
+        return {r["id"] for path in [self.samples_path, *shard_files(self.directory)]
+                for r in read_records(path, repair=path == own)}
+
+    @contextmanager
+    def writer(self) -> Iterator[Callable[[Record | dict[str, Any]], None]]:
+        """Append records to this process's file, each flushed and fsynced as it is written."""
+        writer = RecordWriter(self.own_path)
+        try:
+            yield writer.write
+        finally:
+            writer.close()
+
+    def finish(self, order: list[str], summarize_fn: Callable[[list[Record]], Summary]) -> dict[str, Any]:
+        """Merge the shards (rank 0), summarise the records of the ids in `order` and write the summary;
+        every rank returns it."""
+        w = self.world
+        w.barrier()
+        if w.is_main:
+            wanted = set(order)
+            records = [r for r in merge_shards(self.directory, order) if r.id in wanted]
+            summary = summarize_fn(records).to_dict()
+            write_json(self.directory / SUMMARY, summary)
+        w.barrier()
+        if not w.is_main:
+            summary = read_json(self.directory / SUMMARY)
+        return summary
 
 
 def environment() -> dict[str, Any]:
