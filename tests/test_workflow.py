@@ -36,7 +36,7 @@ def test_the_checkpoint_job_runs_as_written_on_the_reference_suite(tmp_path):
     job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["checkpoint"]
     card = TaskCard.load("probe-videoqa")
     provision(card)
-    reference = REPO / "results/baseline/probe-videoqa/reference/uniform-scale/b0.25-f8"
+    reference = REPO / "results/baseline/probe-videoqa/tiny-bundled/uniform-scale/b0.25-f8"
     assert (reference / "summary.json").is_file()
     # The job's env with values for the reference suite; the keys are the workflow's own.
     values = {"CHECKPOINT": resolve_alias("reference"), "TASK": "probe-videoqa", "DATA_ROOT": str(card.data_root),

@@ -573,7 +573,7 @@ META_KEYS = ("category", "context", "grade", "source", "language", "task")
 class MathVista:
     # The version of this adapter's prompt, parse and scoring rules: part of every run's config hash.
     # Bump it with any change that can alter a prompt, a parsed answer or a score (tests/test_adapter_versions.py).
-    version = "1"
+    version = "2"  # 2: scientific notation (1e3, 2.5e2 g) read as its value
     card_keys = ("prompt_variant", "judge_url", "judge_model", "judge_key_env", "judge_timeout", "judge_retries")
     metrics = ("accuracy", "accuracy_closest", "unparsed", "closest_choice", "judge_used")
     main_metric = "accuracy"
