@@ -318,14 +318,14 @@ class _Preloaded:
     def __init__(self, frames: Frames):
         self.frames = frames
 
-    def load(self, kind: str, media: Any, n_frames: int) -> tuple[Frames, bool]:
+    def load(self, kind: str, media: Any, n_frames: int, protocol: Any = None) -> tuple[Frames, bool]:
         return self.frames, True
 
 
 class _Decoding:
     """A frame source that decodes every sample afresh (the overhead streams: decoding is part of it)."""
 
-    def load(self, kind: str, media: Any, n_frames: int) -> tuple[Frames, bool]:
+    def load(self, kind: str, media: Any, n_frames: int, protocol: Any = None) -> tuple[Frames, bool]:
         return decode_video(str(media), n_frames), False
 
 
