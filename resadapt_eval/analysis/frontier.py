@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from resadapt_eval.analysis.paired import compare_records
 from resadapt_eval.pipeline.media import uniform_indices
 from resadapt_eval.core.record import Record
-from resadapt_eval.pipeline.store import SAMPLES, SUMMARY, load_records, read_json
+from resadapt_eval.pipeline.store import SAMPLES, SUMMARY, load_records, read_json, read_records
 from resadapt_eval.core.types import UserError
 
 COSTS: dict[str, str] = {"tokens": "tokens", "retention": "retention", "patches": "patches", "flops": "flops",
