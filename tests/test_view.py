@@ -117,12 +117,12 @@ def test_without_the_data_the_page_says_so_and_shows_the_plan(sweep_root, tmp_pa
 
 
 def test_committed_records_without_frame_times_still_render(tmp_path):
-    """The committed reference runs predate frame times and chunk tokens: chunk tokens come from the
-    plan's sizes (f^2 = sum(h w) / tokens without a reduction) and time counts decoded frames."""
+    """Runs written before frame times and chunk tokens existed (tests/data/schema1): chunk tokens come
+    from the plan's sizes (f^2 = sum(h w) / tokens without a reduction) and time counts decoded frames."""
     root = tmp_path / "results"
-    shutil.copytree(REPO / "results" / "baseline" / "probe-videoqa", root / "probe-videoqa")
+    shutil.copytree(REPO / "tests" / "data" / "schema1" / "probe-videoqa", root / "probe-videoqa")
     site = build_site(root, tmp_path / "view", thumbnails=False)
-    assert site.runs == 4 and site.samples == 200 and site.sprites == 0
+    assert site.runs == 2 and site.samples == 200 and site.sprites == 0
     data = _blob(tmp_path / "view" / "samples" / "probe-videoqa__reference" / "pvqa-0-00000.html")
     for run in data["runs"]:
         assert run["times"] is None and sum(run["chunk_tokens"]) == run["tokens"]
