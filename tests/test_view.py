@@ -248,7 +248,7 @@ def test_the_sample_filter_shows_where_a_is_right_and_b_wrong(browser, site, swe
 
     # the first task and pair of runs (A, B; "" is any run) whose filter keeps some samples but not all
     for task in TASKS:
-        page = site.out / "samples" / f"{task}__reference.html"
+        page = site.out / "samples" / f"{task}__tiny-bundled.html"
         data = _blob(page)
         marks = {s["id"]: s["marks"] for s in data["samples"]}
         choices = [(a, b) for a in ["", *range(len(data["runs"]))] for b in ["", *range(len(data["runs"]))]
@@ -284,7 +284,7 @@ def test_sample_page_screenshot_shows_the_thumbnails(browser, site, tmp_path):
     import numpy as np
     from PIL import Image
 
-    page = site.out / "samples" / "probe-videoqa__reference" / "pvqa-0-00000.html"
+    page = site.out / "samples" / "probe-videoqa__tiny-bundled" / "pvqa-0-00000.html"
     _open(browser, page)
     for _ in range(100):
         if browser.execute_script("return document.body.getAttribute('data-thumbs')") == "drawn":
@@ -314,7 +314,7 @@ def test_ten_thousand_records_page_sort_and_filter_fast(browser, sweep_root, tmp
         for i in range(10_000):
             f.write(json.dumps({**records[i % len(records)], "id": f"{i:05d}-{records[i % len(records)]['id']}"}) + "\n")
     built = build_site(tmp_path / "results", tmp_path / "view", thumbnails=False)
-    page = built.out / "runs" / "probe-videoqa__reference__uniform-scale__b0.25-f8.html"
+    page = built.out / "runs" / "probe-videoqa__tiny-bundled__uniform-scale__b0.25-f8.html"
     start = time.perf_counter()
     _open(browser, page)
     opened = time.perf_counter() - start

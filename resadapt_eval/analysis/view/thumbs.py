@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,10 @@ class SpriteMaker:
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or len(os.sched_getaffinity(0))
-        self.pool = ProcessPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        # spawn, not fork: a forked child inherits the parent's decoder and torch thread pools mid-state
+        # (torchcodec/FFmpeg workers then hang in the child)
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) if self.workers > 1 else None
         self.pending: dict[str, tuple[list[SpriteJob], list[Future]]] = {}
 
     def submit(self, key: str, jobs: list[SpriteJob]) -> None:
