@@ -124,7 +124,7 @@ def test_pip_install_dot_runs_a_probe_offline_from_another_directory(tmp_path):
     assert len(records) == 4 and all(r["error"] is None and r["tokens"] > 0 for r in records), res.stdout
     summary = json.loads((run_dir / rec.SUMMARY).read_text())
     assert summary["n"] == 4 and summary["n_errors"] == 0
-    assert (tmp_path / "resadapt-home/probes/probe-videoqa/PROBE.json").is_file()  # built where the card says
+    assert (tmp_path / "resadapt-home/probes/probe-videoqa/test/PROBE.json").is_file()  # built where the card says (test split)
 
 
 def _standins(root: Path) -> dict[str, Path]:
