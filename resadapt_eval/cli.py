@@ -15,6 +15,8 @@ import click
 from resadapt_eval.pipeline.distributed import is_main_process
 from resadapt_eval.core.types import DiskFull, UserError
 
+ALLOCATOR_STRATEGIES = ("resadapt", "resadapt-budget")  # the strategies that take --allocator
+
 EXIT_USAGE = 2
 EXIT_DISK_FULL = 1
 
@@ -145,7 +147,7 @@ def _error_gate(results, max_rate: float) -> None:
 @click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
               help="A strategy setting, e.g. layer=2 for fastv or frame_share=0.5 (repeatable; values are YAML).")
 @click.option("--allocator", default=None, type=click.Path(exists=True, file_okay=False),
-              help="With --strategy resadapt: an allocator folder (train-allocator output, or an original "
+              help="With --strategy resadapt or resadapt-budget: an allocator folder (train-allocator output, or an original "
                    "ResAdapt smol_allocator, which also needs --trust-remote-code).")
 @shared_options
 def run(**kw) -> None:
@@ -163,8 +165,8 @@ def run(**kw) -> None:
     spec = parse_spec(kw["strategy"])
     options = {**_parse_options(kw.pop("strategy_option"), "--strategy-option"), **spec.options}
     allocator = kw.pop("allocator")
-    if allocator is not None and spec.name != "resadapt":
-        raise UserError("--allocator only applies to --strategy resadapt")
+    if allocator is not None and spec.name not in ALLOCATOR_STRATEGIES:
+        raise UserError("--allocator only applies to --strategy resadapt or resadapt-budget")
     [spec] = expand([replace(spec, options=options)], allocator=allocator,
                     trust_remote_code=kw["trust_remote_code"])
     kw["strategy"], kw["strategy_options"] = spec.name, spec.options
@@ -710,18 +712,13 @@ def _print_check(result) -> None:
 def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, drop, task_budgets, task_drop,
                     task_mode, lr, train_samples, thumb_scale, seed, time_limit, warm_start, task_weight,
                     no_progress) -> None:
-    """Train a ResAdapt allocator with CAPO over a frozen backbone on probe training splits."""
+    """Train a resadapt-budget allocator (the exact-budget chunk selector) with CAPO over a frozen
+    backbone on probe training splits. For the published method's allocator, see train-resadapt."""
     from resadapt_eval.training.allocator import TrainConfig, train
-    from resadapt_eval.strategies.resadapt import parse_drop
+    from resadapt_eval.strategies.resadapt_budget import parse_drop
 
     def per_task(values, flag):
-        out = {}
-        for item in values:
-            task, sep, value = item.partition("=")
-            if not sep or task not in tasks:
-                raise UserError(f"{flag} wants TASK=VALUE with TASK one of --task ({', '.join(tasks)}), got {item!r}")
-            out[task] = value
-        return out
+        return _per_task(values, flag, tasks)
 
     def fractions(text, flag):
         try:
@@ -744,8 +741,30 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
         if per_mode.get(task, mode) != "free":
             raise UserError(f"--warm-start {task}: the oracle warm start is for free-mode tasks; add --task-mode {task}=free")
         warm[task] = int(value)
+    weights = _task_weights(per_task(task_weight, "--task-weight"), tasks)
+    config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
+                         budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
+                         task_drop=per_drop, task_mode=per_mode, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
+                         time_limit_s=time_limit, warm_start=warm, task_weights=weights)
+    meta = train(config, out, progress=not no_progress, log=click.echo)
+    click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
+
+
+def _per_task(values, flag: str, tasks) -> dict[str, str]:
+    """TASK=VALUE options -> {task: value}, each task one of --task, or a one-line error."""
+    out = {}
+    for item in values:
+        task, sep, value = item.partition("=")
+        if not sep or task not in tasks:
+            raise UserError(f"{flag} wants TASK=VALUE with TASK one of --task ({', '.join(tasks)}), got {item!r}")
+        out[task] = value
+    return out
+
+
+def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
+    """--task-weight TASK=W values -> weights, or a one-line error."""
     weights = {}
-    for task, value in per_task(task_weight, "--task-weight").items():
+    for task, value in values.items():
         try:
             weights[task] = float(value)
         except ValueError:
@@ -754,10 +773,47 @@ def train_allocator(tasks, backbone, out, steps, group, mode, budgets, frames, d
             raise UserError(f"--task-weight wants TASK=W with W a number >= 0, got {value!r}")
     if weights and sum(weights.get(t, 1.0) for t in tasks) <= 0:
         raise UserError("--task-weight: at least one task needs a positive weight")
-    config = TrainConfig(tasks=list(tasks), backbone=backbone, steps=steps, group=group, mode=mode,
-                         budgets=fractions(budgets, "--budgets"), frames=frames, drop=drop, task_budgets=per_budgets,
-                         task_drop=per_drop, task_mode=per_mode, lr=lr, train_samples=train_samples, thumb_scale=thumb_scale, seed=seed,
-                         time_limit_s=time_limit, warm_start=warm, task_weights=weights)
+    return weights
+
+
+@main.command(name="train-resadapt")
+@click.option("--task", "tasks", multiple=True, default=("probe-longvideo", "probe-which"), show_default=True,
+              help="Probe task to train on (repeatable; prompts alternate between tasks).")
+@click.option("--backbone", default="tiny-bundled", show_default=True,
+              help="The frozen backbone that answers the rollouts (alias or folder).")
+@click.option("--encoder", default="tiny-bundled", show_default=True,
+              help="The allocator's own frozen small vision-language model (alias or folder): it looks at the frames "
+                   "and the question; the trained allocator then plans for any backbone.")
+@click.option("--encoder-side", type=click.IntRange(28, 1024), default=112, show_default=True,
+              help="Frames are resized to this square for the encoder.")
+@click.option("--out", required=True, help="Folder for allocator.safetensors, its config, history and curves.")
+@click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Training prompts.")
+@click.option("--group", type=click.IntRange(2), default=8, show_default=True,
+              help="Allocations sampled per prompt (the original's scale_n).")
+@click.option("--answers", type=click.IntRange(1), default=2, show_default=True,
+              help="Answers sampled per allocation at --temperature (the original's rollout.n).")
+@click.option("--temperature", type=click.FloatRange(0.05), default=1.0, show_default=True)
+@click.option("--cost", type=click.Choice(["retention", "linear-scale"]), default="retention", show_default=True,
+              help="CAPO's cost: the visual tokens actually spent over vanilla's, or the paper's linear mean scale.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--train-samples", type=click.IntRange(1), default=400, show_default=True,
+              help="Training prompts generated per task.")
+@click.option("--task-weight", multiple=True, metavar="TASK=W",
+              help="Relative share of the prompts for one task (default 1 each).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
+@click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
+def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, answers, temperature, cost, lr,
+                   train_samples, task_weight, seed, time_limit, no_progress) -> None:
+    """Train the `resadapt` allocator (the published method: per-frame scales in [0.2, 2.0] from a
+    question-aware policy with its own encoder) with CAPO in free mode over a frozen backbone."""
+    from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
+
+    per = _per_task(task_weight, "--task-weight", tasks)
+    config = ResAdaptTrainConfig(tasks=list(tasks), backbone=backbone, encoder=encoder, encoder_side=encoder_side,
+                                 steps=steps, group=group, answers=answers, temperature=temperature, cost=cost, lr=lr,
+                                 train_samples=train_samples, task_weights=_task_weights(per, tasks), seed=seed,
+                                 time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 

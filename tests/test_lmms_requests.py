@@ -13,12 +13,12 @@ from resadapt_eval.integrations.requests import (FAILED_MARKER, MultiVisualDocum
                                                   flag, request_failed, sample_for, strategy_options)
 from resadapt_eval.pipeline.runner import evaluate_sample
 from resadapt_eval.strategies import STRATEGIES
-from resadapt_eval.strategies.resadapt import BUNDLED
+from resadapt_eval.strategies.resadapt_budget import BUNDLED
 
 
 def test_trust_remote_code_reaches_a_strategy_that_takes_it():
-    resadapt = STRATEGIES.get("resadapt")
-    opts = strategy_options(resadapt, {"allocator": str(BUNDLED["tiny-bundled"])}, trust_remote_code=True)
+    budget_strategy = STRATEGIES.get("resadapt-budget")
+    opts = strategy_options(budget_strategy, {"allocator": str(BUNDLED["tiny-bundled"])}, trust_remote_code=True)
     assert opts == {"allocator": str(BUNDLED["tiny-bundled"]), "trust_remote_code": True}
     assert resadapt(**opts).trust_remote_code is True
     assert strategy_options(STRATEGIES.get("uniform-scale"), {}, trust_remote_code=True) == {}

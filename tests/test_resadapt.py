@@ -1,263 +1,192 @@
-"""--strategy resadapt: allocations onto exact budgets, the allocator's cost in records, chunk dropping,
-and original ResAdapt (smol_allocator) folders behind --trust-remote-code."""
+"""--strategy resadapt, the published method, checked against the formulas in the research notes
+(../shared/research/resadapt.md sections 1.5, 2 and 5): the Beta policy, the operator, each CAPO
+term; its encoder's independence from the backbone; the rollouts' cached input."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import math
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from resadapt_eval import probes
-from resadapt_eval.allocator.external import chunk_scales
-from resadapt_eval.allocator.policy import Policy
-from resadapt_eval.core.budget import Budget
-from resadapt_eval.cli import main
-from resadapt_eval.pipeline.store import SAMPLES, read_records
+from resadapt_eval.allocator.frame_model import FrameAllocatorConfig, FrameAllocatorHead
+from resadapt_eval.allocator.frame_policy import FramePolicy
+from resadapt_eval.core.budget import Budget, Geometry
 from resadapt_eval.core.strategy import Context
-from resadapt_eval.strategies.resadapt import allocation_plan, kept_chunks, parse_drop
 from resadapt_eval.core.types import Frames, Sample, UserError
+from resadapt_eval.strategies.resadapt import ResAdapt, frame_plan
+from resadapt_eval.training.capo import (CapoConfig, capo_advantages, concentration_loss, normalized_cost,
+                                         pivot_center)
+
+# Qwen2.5-VL-7B's video geometry as the paper evaluates it: 768 x 28 x 28 pixels per frame.
+QWEN25 = Geometry(family="qwen2_5_vl", patch_size=14, merge_size=2, temporal_patch_size=2, image_min_pixels=3136,
+                  image_max_pixels=12845056, video_min_pixels=3136, video_max_pixels=768 * 28 * 28)
 
 
-def video_context(backbone, fraction: float, n: int = 8, side: int = 196) -> Context:
-    pixels = np.random.default_rng(0).integers(0, 255, (n, side, side, 3), dtype=np.uint8)
-    frames = Frames("video", pixels, list(range(n)), [i / 4 for i in range(n)], 4.0, n)
-    return Context.build(Sample("s", "Which texture?", "video", None, "A"), frames, backbone.geometry,
-                         Budget(fraction=fraction), 0, backbone)
+def context(geometry: Geometry, n: int = 4, height: int = 360, width: int = 640, fraction: float = 1.0,
+            backbone=None, question: str = "Which texture?") -> Context:
+    pixels = np.random.default_rng(0).integers(0, 255, (n, height, width, 3), dtype=np.uint8)
+    frames = Frames("video", pixels, list(range(n)), [i / 2 for i in range(n)], 2.0, n)
+    sample = Sample("s", f"Question: {question}\nA. x\nB. y", "video", None, "A", question=question)
+    return Context.build(sample, frames, geometry, Budget(fraction=fraction), 0, backbone)
 
 
-@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
-def test_allocation_meets_the_budget_and_keeps_the_order(backbone25, fraction):
-    ctx = video_context(backbone25, fraction)
-    scales = [0.3, 1.4, 0.5, 0.9]
-    plan = allocation_plan(ctx, scales)
-    assert plan.tokens <= ctx.limit and plan.feasible
-    tokens = [backbone25.geometry.tokens_per_chunk(c.height, c.width) for c in plan.chunks]
-    order = sorted(range(4), key=lambda k: -scales[k])
-    assert all(tokens[order[i]] >= tokens[order[i + 1]] for i in range(3)), tokens
-    assert sum(tokens) == plan.tokens
+# -- the operator (section 2) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale,tokens", [(0.2, 15), (0.25, 18), (0.3, 28), (0.4, 45), (0.5, 72), (0.75, 170),
+                                          (1.0, 299), (1.5, 680), (2.0, 720)])
+def test_operator_matches_the_worked_example(scale, tokens):
+    """A 640x360 source: base 644x364 = 299 tokens per chunk; s scales each side, snapped, 768-token cap."""
+    ctx = context(QWEN25, n=2)
+    assert ctx.vanilla_hw == (364, 644)
+    plan = frame_plan(ctx, [scale, scale])
+    assert plan.tokens == tokens and len(plan.chunks) == 1
 
 
-def test_cap_fit_spends_less_when_proposed_and_never_more_than_the_budget(backbone25):
-    """fit=cap: an allocation under the budget is used as proposed; one over it is projected."""
-    ctx = video_context(backbone25, 0.5)
-    small = allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="cap")
-    exact = allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="exact")
-    assert small.tokens < exact.tokens <= ctx.limit
-    assert small.tokens == allocation_plan(ctx, [0.2, 0.2, 0.4, 0.2], fit="none").tokens
-    big = allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="cap")
-    assert big.tokens == allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="exact").tokens <= ctx.limit
-    assert allocation_plan(ctx, [1.0, 1.0, 1.0, 0.9], fit="none").tokens > ctx.limit
+def test_chunk_scale_is_the_mean_of_its_frames_and_nothing_is_dropped_or_projected():
+    ctx = context(QWEN25, n=4, fraction=0.1)
+    plan = frame_plan(ctx, [2.0, 0.2, 0.2, 0.2])
+    assert list(plan.scales) == pytest.approx([1.1, 0.2])
+    assert plan.frame_positions == [0, 1, 2, 3]
+    assert plan.tokens == frame_plan(ctx, [1.1, 1.1, 0.2, 0.2]).tokens > ctx.limit  # spends what it chose
+    assert not plan.feasible and "steers its mean" in plan.note
 
 
-def test_topk_drop_keeps_the_best_chunks_in_time_order(backbone25):
-    ctx = video_context(backbone25, 0.25)
-    assert parse_drop("topk:2") == ("topk", 2.0) and kept_chunks([0.3, 1.4, 0.5, 0.9], "topk", 2) == [1, 3]
-    assert kept_chunks([0.3, 1.4, 0.5, 0.9], "threshold", 0.5) == [1, 3]
-    plan = allocation_plan(ctx, [0.3, 1.4, 0.5, 0.9], parse_drop("topk:2"))
-    assert plan.frame_positions == [2, 3, 6, 7] and plan.tokens <= ctx.limit
-    assert plan.chunks[1].start_s == pytest.approx(1.0)  # its own time, counted from the first kept frame
-    with pytest.raises(UserError, match="drop must be"):
-        parse_drop("top:2")
+# -- the policy (section 1.5) ----------------------------------------------------------------------
+
+def small_head(**kw) -> FrameAllocatorHead:
+    torch.manual_seed(0)
+    return FrameAllocatorHead(FrameAllocatorConfig(token_dim=8, text_dim=8, tokens_per_frame=4, hidden=16, heads=2, **kw))
 
 
-def test_per_frame_scales_become_chunk_means():
-    assert chunk_scales([1.0, 0.0, 0.5, 0.5], 4, 2) == [0.5, 0.5]
-    assert chunk_scales([1.0, 0.2], 8, 2) == [1.0, 1.0, 0.2, 0.2]  # an allocator that saw fewer frames
+def test_policy_starts_uniform_on_0_2_to_2_0_with_mean_action_1_1():
+    head = small_head()
+    frames, text = torch.randn(1, 6, 4, 8), torch.randn(1, 3, 8)
+    alpha, beta, feature = head(frames, torch.ones(1, 6, dtype=torch.bool), text, torch.ones(1, 3, dtype=torch.bool))
+    assert alpha.shape == beta.shape == (1, 6) and feature.shape == (1, 6, 16)
+    one = torch.nn.functional.softplus(torch.tensor(-10.0)) + 1
+    assert torch.allclose(alpha, one) and torch.allclose(beta, one)
+    assert torch.allclose(head.act(alpha, beta), torch.tensor(1.1), atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def videoqa(tmp_path_factory) -> Path:
-    return probes.build("probe-videoqa", tmp_path_factory.mktemp("pvqa"), seed=0, n=6)
+def test_beta_parameters_scale_and_evaluation_action_by_hand():
+    head = small_head()
+    p = torch.tensor([[[2.0, -4.0], [100.0, -100.0]]])
+    alpha, beta = head.beta(p)
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert alpha[0, 0].item() == pytest.approx(sp(1.0) + 1) and beta[0, 0].item() == pytest.approx(sp(-2.0) + 1)
+    assert alpha[0, 1].item() == 20.0 and beta[0, 1].item() == pytest.approx(1.0)  # clamped to [0.1, 20]
+    u = alpha / (alpha + beta)  # the evaluation action is the Beta mean, not the median
+    assert head.act(alpha, beta)[0].tolist() == pytest.approx((0.2 + 1.8 * u)[0].tolist())
+    scales, logp = head.sample(alpha, beta, torch.Generator().manual_seed(0))
+    assert ((scales >= 0.2) & (scales <= 2.0)).all()
+    assert torch.allclose(logp, torch.distributions.Beta(alpha, beta).log_prob((scales - 0.2) / 1.8), atol=1e-4)
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(main, ["run", "--no-progress", *args], catch_exceptions=False)
+# -- CAPO (section 5) -----------------------------------------------------------------------------
+
+def test_linear_scale_cost_is_the_papers_and_retention_counts_tokens():
+    scales = torch.tensor([[2.0, 0.2], [1.1, 1.1]])
+    linear = normalized_cost("linear-scale", scales, torch.zeros(2))
+    assert linear.tolist() == pytest.approx([0.5, 0.5])  # the same mean scale: the paper charges both alike
+    retention = torch.tensor([(4.0 + 0.04) / 2, 1.21])   # but they cost 2.02 and 1.21 of vanilla's tokens
+    tok = normalized_cost("retention", scales, retention)
+    assert tok.tolist() == pytest.approx([(2.02 - 0.04) / 3.96, (1.21 - 0.04) / 3.96])
+    assert normalized_cost("retention", scales, torch.tensor([0.01, 9.0])).tolist() == [0.0, 1.0]
 
 
-def test_a_saved_allocator_runs_and_its_cost_is_in_every_record(videoqa, tmp_path):
-    from resadapt_eval.backbones import load_backbone
-
-    backbone = load_backbone("tiny-bundled")
-    folder = Policy.create(backbone).head.save(tmp_path / "alloc")
-    res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
-                  "--allocator", str(folder), "--budget", "0.25", "--out", str(tmp_path / "out"))
-    assert res.exit_code == 0, res.output
-    run = next((tmp_path / "out").glob("probe-videoqa/tiny-bundled/resadapt+allocator=alloc@*/b0.25-f8"))
-    records = read_records(run / SAMPLES)
-    assert len(records) == 6
-    for r in records:
-        assert r["error"] is None and r["tokens"] <= r["limit"]
-        assert r["flops"]["planner"] > 0
-        assert r["flops"]["total"] == pytest.approx(r["flops"]["vision"] + r["flops"]["llm_prefill"]
-                                                    + r["flops"]["planner"])
-        assert r["plan"]["planner_flops"] == r["flops"]["planner"] and r["timings"]["plan"] > 0
+def test_pivot_centre_means_in_tokens_what_0_4_means_in_linear_scale():
+    assert pivot_center("linear-scale") == 0.4
+    s0 = 0.2 + 0.4 * 1.8
+    assert pivot_center("retention") == pytest.approx((s0 ** 2 - 0.04) / (4 - 0.04), abs=1e-6)  # 0.2036
+    # a uniform allocation at s0 sits exactly on the centre in both units
+    at_s0 = normalized_cost("retention", torch.full((1, 4), s0), torch.tensor([s0 * s0]))
+    assert at_s0.item() == pytest.approx(pivot_center("retention"), abs=1e-6)
+    assert normalized_cost("linear-scale", torch.full((1, 4), s0), torch.zeros(1)).item() == pytest.approx(0.4)
 
 
-def test_the_bundled_allocator_is_the_default_and_beats_uniform_at_the_same_tokens(tmp_path_factory, tmp_path):
-    """The shipped allocator on 40 held-out probe-videoqa samples at 36 visual tokens: it was trained
-    to keep only its best chunk on this task (drop=topk:1, used by default), so it must put the
-    whole budget on one chunk and beat uniform downscaling at identical retention."""
-    root = probes.build("probe-videoqa", tmp_path_factory.mktemp("pvqa40"), seed=0, n=40)
-    args = ("--task", "probe-videoqa", "--data-root", str(root), "--budget", "tokens=36", "--out", str(tmp_path))
-    for strategy in ("resadapt", "uniform-scale"):
-        res = run_cli(*args, "--strategy", strategy)
-        assert res.exit_code == 0, res.output
-    runs = {s: tmp_path / "probe-videoqa" / "tiny-bundled" / s / "bt36-f8" for s in ("resadapt", "uniform-scale")}
-    summary = {s: json.loads((d / "summary.json").read_text()) for s, d in runs.items()}
-    manifest = json.loads((runs["resadapt"] / "manifest.json").read_text())
-    described = manifest["config"]["strategy"]
-    assert "allocator.safetensors" in described["allocator_files"]
-    assert described["allocator_config"]["trained_drop"]["task_drop"]["probe-videoqa"] == "topk:1"
-    assert all(len(r["plan"]["frames"]) == 2 for r in read_records(runs["resadapt"] / SAMPLES))
-    assert summary["resadapt"]["retention_mean"] == pytest.approx(summary["uniform-scale"]["retention_mean"], abs=0.01)
-    acc = {s: summary[s]["metrics"]["accuracy"]["value"] for s in summary}
-    assert acc["resadapt"] >= acc["uniform-scale"] + 30, acc
+def test_free_mode_group_with_the_retention_pivot_by_hand():
+    cfg = CapoConfig(pivot_center=pivot_center("retention"))
+    acc, cost = torch.tensor([1.0, 0.0]), torch.tensor([0.1, 0.3])
+    pivot = 0.5 * 0.2 + 0.5 * cfg.pivot_center
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    want = [1 + 0.25 * 0.7 * 1.0 * (sig((pivot - 0.1) / 0.15) - 0.5) - 0.05 * 0.1,
+            -1 + 0.25 * 1.3 * 1.0 * (sig((0.3 - pivot) / 0.15) - 0.5) - 0.05 * 0.3]
+    assert capo_advantages(acc, cost, cfg).tolist() == pytest.approx(want, abs=1e-6)
 
 
-FIXTURE_MODELING = '''
-import torch
-from transformers import PretrainedConfig, PreTrainedModel
+def test_concentration_loss_is_the_mean_of_alpha_plus_beta_over_valid_frames():
+    alpha, beta = torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[2.0, 1.0, 9.0]])
+    assert concentration_loss(alpha, beta, torch.tensor([[1.0, 1.0, 0.0]])).item() == pytest.approx((3 + 4) / 2)
 
 
-class FixtureAllocatorConfig(PretrainedConfig):
-    model_type = "smol_allocator"
-
-    def __init__(self, min_scale=0.2, max_scale=2.0, max_frames=8, **kw):
-        super().__init__(**kw)
-        self.min_scale, self.max_scale, self.max_frames = min_scale, max_scale, max_frames
-
-
-class FixtureAllocator(PreTrainedModel):
-    """Follows the smol_allocator contract: scales one value per frame, brighter frames higher."""
-    config_class = FixtureAllocatorConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.gain = torch.nn.Parameter(torch.ones(1))
-        self.post_init()
-
-    def scale_multi_modal(self, messages=None, eval_mode=False, **kwargs):
-        media = messages[0][0]["content"][0]
-        frames = media["video"] if media["type"] == "video" else [media["image"]]
-        import numpy as np
-        bright = torch.tensor([float(np.asarray(f).mean()) for f in frames])
-        u = (bright - bright.min()) / (bright.max() - bright.min() + 1e-6)
-        scales = self.config.min_scale + self.gain * u * (self.config.max_scale - self.config.min_scale)
-        return {"scales": scales[None], "scale_mask": torch.ones(1, len(frames), dtype=torch.bool)}
-'''
-
+# -- the encoder is the allocator's own ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smol_folder(tmp_path_factory) -> Path:
-    import importlib.util
-    import sys
-
-    folder = tmp_path_factory.mktemp("smol")
-    (folder / "modeling_fixture.py").write_text(FIXTURE_MODELING)
-    spec = importlib.util.spec_from_file_location("modeling_fixture_build", folder / "modeling_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    module.FixtureAllocator(module.FixtureAllocatorConfig()).save_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "modeling_fixture.FixtureAllocatorConfig",
-                          "AutoModel": "modeling_fixture.FixtureAllocator"}
-    (folder / "config.json").write_text(json.dumps(config))
+def untrained(tmp_path_factory):
+    """An untrained allocator made less trivial: random output weights, so scales differ by frame."""
+    policy = FramePolicy.create("tiny-bundled", 112, hidden=16, heads=2, layers=1)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        policy.head.proj[-1].weight.normal_(0, 2.0)
+        policy.head.proj[-1].bias.zero_()
+    folder = tmp_path_factory.mktemp("alloc") / "resadapt"
+    policy.head.save(folder, extra={"trained": {"cost_level": 0.5}})
     return folder
 
 
-def test_smol_allocator_is_refused_without_trust_remote_code(smol_folder, videoqa, tmp_path):
-    res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
-                  "--allocator", str(smol_folder), "--budget", "0.25", "--out", str(tmp_path))
-    assert res.exit_code == 2 and "--trust-remote-code" in res.output and res.output.count("\n") == 1
-
-
-def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, videoqa, tmp_path):
-    res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
-                  "--allocator", str(smol_folder), "--trust-remote-code", "--budget", "0.25", "--limit", "3",
-                  "--out", str(tmp_path))
-    assert res.exit_code == 0, res.output
-    run = next(tmp_path.glob("probe-videoqa/tiny-bundled/resadapt+*/b0.25-f8"))
-    from resadapt_eval.pipeline.media import load_frames
-
-    for r in read_records(run / SAMPLES):
-        assert r["error"] is None and r["tokens"] <= r["limit"] and r["flops"]["planner"] > 0
-        frames = load_frames("video", str(videoqa / "data" / f"{r['id']}.mp4"), 8)
-        bright = frames.pixels.reshape(4, -1).mean(1)  # the fixture ranks chunks by brightness
-        sizes = [h * w for h, w in r["plan"]["chunks"]]
-        assert sizes[int(np.argmax(bright))] == max(sizes)
-
-
-def test_train_allocator_writes_a_loadable_allocator_with_its_curves(tmp_path, monkeypatch):
-    """Two real CAPO steps through the evaluation path (tiny-bundled, probe training split):
-    the folder it writes runs as --allocator, and its config records how it was trained."""
-    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
-    out = tmp_path / "alloc"
-    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(out), "--steps", "2",
-                                    "--group", "3", "--train-samples", "3", "--task-budgets", "probe-videoqa=0.25",
-                                    "--task-drop", "probe-videoqa=topk:2", "--no-progress"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    config = json.loads((out / "allocator_config.json").read_text())
-    assert config["trained"]["task_budgets"] == {"probe-videoqa": [0.25]}
-    assert config["trained"]["task_drop"] == {"probe-videoqa": "topk:2"} and config["trained"]["prompts"] == 2
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [h["budget"] for h in history] == [0.25, 0.25]
-    assert all(0 < h["cost"] <= 0.25 and 0 <= h["reward"] <= 1 for h in history)
-    assert (out / "training.png").stat().st_size > 0
-    head = Policy.load(out, load_bundled()).head
-    assert all(torch.isfinite(p).all() for p in head.parameters())
-
-
-def load_bundled():
+def test_same_frames_and_question_give_the_same_scales_whatever_the_backbone(untrained, backbone25):
     from resadapt_eval.backbones import load_backbone
-    return load_backbone("tiny-bundled")
+
+    bundled = load_backbone("tiny-bundled")
+    strategy = ResAdapt(allocator=str(untrained), steer="none")
+    a = strategy.frame_scales(context(bundled.geometry, n=8, height=196, width=196, backbone=bundled))
+    b = strategy.frame_scales(context(backbone25.geometry, n=8, height=196, width=196, backbone=backbone25))
+    assert a[0] == b[0] and a[1] == b[1] > 0
+    assert len(set(round(s, 4) for s in a[0])) > 1  # the scales do differ by frame
+    other = strategy.frame_scales(context(bundled.geometry, n=8, height=196, width=196, backbone=bundled,
+                                          question="Which colour is the border of the second tile?"))
+    assert other[0] != a[0]  # and they depend on the question
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--task-drop", "probe-math=topk:1"], "TASK one of --task"),
-    (["--task-budgets", "probe-videoqa=a"], "comma-separated fractions"),
-    (["--drop", "top:3"], "drop must be"),
-    (["--task-mode", "probe-videoqa=loose"], "TASK=budget or TASK=free"),
-    (["--warm-start", "probe-videoqa=5"], "for free-mode tasks; add --task-mode probe-videoqa=free"),
-    (["--task-mode", "probe-videoqa=free", "--warm-start", "probe-videoqa=x"], "positive count of prompts"),
-    (["--task-weight", "probe-videoqa=-1"], "W a number >= 0"),
-    (["--task-weight", "probe-videoqa=0"], "at least one task needs a positive weight"),
-])
-def test_train_allocator_refuses_bad_settings_in_one_line(tmp_path, args, message):
-    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--out", str(tmp_path), *args])
-    assert res.exit_code == 2 and message in res.output, res.output
+def test_steering_remaps_the_range_by_the_budget(untrained, backbone25):
+    ctx = context(backbone25.geometry, n=8, height=196, width=196, fraction=0.125, backbone=backbone25)
+    free = ResAdapt(allocator=str(untrained), steer="none").frame_scales(ctx)[0]
+    remap = ResAdapt(allocator=str(untrained)).frame_scales(ctx)[0]
+    assert remap == pytest.approx([s * math.sqrt(ctx.limit / ctx.vanilla_tokens / 0.5) for s in free])
+    fixed = ResAdapt(allocator=str(untrained), min_scale=0.1, max_scale=1.0).frame_scales(ctx)[0]
+    assert fixed == pytest.approx([0.1 + (s - 0.2) / 1.8 * 0.9 for s in free])
 
 
-def test_oracle_warm_start_fits_the_head_to_the_smallest_scale_that_still_answers(tmp_path, monkeypatch):
-    """probe-math in free mode: the oracle scale of each prompt is the smallest grid scale from which
-    every larger one answers right (checked here by rolling the backbone out again), the warm start
-    is recorded in the allocator's config, and the task weight 0 leaves it with no CAPO prompts."""
-    from resadapt_eval.training.allocator import ORACLE_GRID, Environment, oracle_scale
+def test_a_resadapt_budget_allocator_is_refused_with_a_pointer(tmp_path):
+    from resadapt_eval.strategies.resadapt_budget import BUNDLED
 
-    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
-    env = Environment("probe-math", load_bundled(), 4, 0)
-    for index in range(4):
-        ctx = env.context(index, 1.0)
-        oracle = oracle_scale(env, ctx)
-        assert oracle in ORACLE_GRID
-        above = [s for s in ORACLE_GRID if s >= oracle]
-        rewards = [env.reward(ctx, torch.tensor([s]), "none")[0] for s in above]
-        assert rewards == [1.0] * len(above) or (oracle == max(ORACLE_GRID) and rewards == [0.0])
-        if oracle > min(ORACLE_GRID):  # one step smaller fails, or the walk would have gone on
-            below = max(s for s in ORACLE_GRID if s < oracle)
-            assert env.reward(ctx, torch.tensor([below]), "none")[0] < 1.0 or rewards == [0.0]
-    out = tmp_path / "alloc"
-    res = CliRunner().invoke(main, ["train-allocator", "--task", "probe-videoqa", "--task", "probe-math", "--out",
-                                    str(out), "--steps", "2", "--group", "2", "--train-samples", "3",
-                                    "--task-mode", "probe-math=free", "--warm-start", "probe-math=3",
-                                    "--task-weight", "probe-math=0", "--no-progress"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    trained = json.loads((out / "allocator_config.json").read_text())["trained"]
-    (warm,) = trained["warm_started"]
-    assert warm["task"] == "probe-math" and warm["prompts"] == 3 and min(ORACLE_GRID) <= warm["oracle_mean"] <= 1
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [h["task"] for h in history] == ["probe-videoqa", "probe-videoqa"]
+    with pytest.raises(UserError, match="resadapt-budget"):
+        ResAdapt(allocator=str(BUNDLED["tiny-bundled"]))
+    with pytest.raises(UserError, match="steer must be"):
+        ResAdapt(steer="exact")
+    with pytest.raises(UserError, match="go together"):
+        ResAdapt(min_scale=0.1)
+
+
+# -- rollouts --------------------------------------------------------------------------------------
+
+def test_cached_rollout_input_equals_the_processors(backbone25):
+    """sample_answers' per-chunk cache builds the same ids, positions and embeddings as build_inputs."""
+    b = backbone25
+    ctx = context(b.geometry, n=6, height=112, width=140, backbone=b)
+    cache: dict = {}
+    for scales in ([1.0] * 6, [2.0, 2.0, 0.2, 0.2, 1.0, 1.0], [0.5] * 6):
+        plan = frame_plan(ctx, scales)
+        embeds, ids, visual, grids = b._cached_video_input(plan, ctx.frames, ctx.sample.prompt, cache)
+        inputs = b.build_inputs(plan, ctx.frames, ctx.sample.prompt)
+        assert torch.equal(ids.cpu(), inputs["input_ids"]) and torch.equal(grids, inputs["video_grid_thw"])
+        ref_visual = (inputs["input_ids"][0] == b.video_token_id)
+        ref, _, _ = b._embed(inputs["input_ids"], ref_visual, inputs["pixel_values_videos"].to(b.dtype),
+                             inputs["video_grid_thw"], "video")
+        assert torch.allclose(embeds, ref, atol=1e-5)
+        assert torch.equal(b.positions(plan, {"input_ids": ids, "video_grid_thw": grids}), b.positions(plan, inputs))
+    answers = b.sample_answers(frame_plan(ctx, [1.0] * 6), ctx.frames, ctx.sample.prompt, 4, 2, 1.0,
+                               torch.Generator().manual_seed(0), cache)
+    assert len(answers) == 2

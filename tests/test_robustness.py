@@ -579,7 +579,7 @@ def _pickle_folder(src: Path, dst: Path, weights: str, pickled: str) -> Path:
 
 
 def test_pickled_weights_are_refused(tiny25, tmp_path):
-    from resadapt_eval.strategies.resadapt import BUNDLED
+    from resadapt_eval.strategies.resadapt_budget import BUNDLED
 
     data = make_videomme(tmp_path / "data", n_videos=1, questions_per_video=1, missing=0)
     base = ["run", "--task", "videomme", "--data-root", str(data), "--frames", "4", "--no-progress"]
@@ -597,12 +597,12 @@ def test_pickled_weights_are_refused(tiny25, tmp_path):
     (external / "config.json").write_text(json.dumps({"model_type": "smol_allocator", "auto_map": {}}))
     torch.save({"w": torch.zeros(2)}, external / "pytorch_model.bin")
     for folder, extra in ((alloc, []), (alloc, ["--trust-remote-code"]), (external, ["--trust-remote-code"])):
-        res = CliRunner().invoke(main, base + ["--backbone", str(tiny25), "--strategy", "resadapt", "--allocator",
+        res = CliRunner().invoke(main, base + ["--backbone", str(tiny25), "--strategy", "resadapt-budget", "--allocator",
                                                str(folder), "--out", str(tmp_path / "o2"), *extra])
         assert res.exit_code == 2, res.output
         line = _one_line(res.output)
         assert "allocator" in line and "pickled weights" in line and folder.name in line
-    res = CliRunner().invoke(main, base + ["--backbone", str(tiny25), "--strategy", "resadapt", "--allocator",
+    res = CliRunner().invoke(main, base + ["--backbone", str(tiny25), "--strategy", "resadapt-budget", "--allocator",
                                            str(external), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "--trust-remote-code" in _one_line(res.output)  # its code is refused first
     assert not (tmp_path / "o2").exists()

@@ -1,5 +1,5 @@
 """A sweep runs whatever `run` runs: strategy options in the grid (`fastv+layer=2`), --allocator and
---strategy-option as flags and in the YAML, collision-free run directories; resadapt on a backbone
+--strategy-option as flags and in the YAML, collision-free run directories; resadapt-budget on a backbone
 without an allocator fails in one line before any model loads; train-allocator for any Qwen-VL folder."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_a_spec_is_a_name_with_typed_options():
     assert parse_spec("uniform-scale") == StrategySpec("uniform-scale", {})
     assert parse_spec("fastv+layer=2+frame_share=0.5") == StrategySpec("fastv", {"layer": 2, "frame_share": 0.5})
     # '+' only starts an option where KEY= follows: values keep theirs
-    assert parse_spec("resadapt+allocator=/a/b+c+drop=topk:4").options == {"allocator": "/a/b+c", "drop": "topk:4"}
+    assert parse_spec("resadapt-budget+allocator=/a/b+c+drop=topk:4").options == {"allocator": "/a/b+c", "drop": "topk:4"}
     assert split_list("uniform-scale, fastv+layer=2,x+k=[1, 2],y+k='a,b'") == \
         ["uniform-scale", "fastv+layer=2", "x+k=[1, 2]", "y+k='a,b'"]
 
@@ -65,16 +65,16 @@ def test_the_allocator_flag_goes_to_resadapt_entries_that_name_none(tmp_path):
     a, b = tmp_path / "a" / "mine", tmp_path / "b" / "mine"
     head = Policy.create(load_backbone("reference")).head
     head.save(a), head.save(b)
-    specs = expand(["uniform-scale", "resadapt", f"resadapt+allocator={b}"], allocator=str(a),
+    specs = expand(["uniform-scale", "resadapt-budget", f"resadapt-budget+allocator={b}"], allocator=str(a),
                    trust_remote_code=True)
-    assert specs[1] == StrategySpec("resadapt", {"allocator": str(a), "trust_remote_code": True})
+    assert specs[1] == StrategySpec("resadapt-budget", {"allocator": str(a), "trust_remote_code": True})
     assert specs[2].options["allocator"] == str(b)
     # two folders of one name: two run directories, each named by the folder and its place
     assert specs[1].label != specs[2].label
     assert re.fullmatch(r"resadapt\+allocator=mine@[0-9a-f]{8}\+trust_remote_code=True", specs[1].label)
     # the same folder written relative or absolute: one directory
     os.chdir(tmp_path)
-    assert strategy_label("resadapt", {"allocator": "a/mine"}) == strategy_label("resadapt", {"allocator": str(a)})
+    assert strategy_label("resadapt-budget", {"allocator": "a/mine"}) == strategy_label("resadapt-budget", {"allocator": str(a)})
 
 
 @pytest.mark.parametrize("entries, common, allocator, message", [
@@ -149,7 +149,7 @@ def test_unknown_yaml_keys_are_refused_in_one_line(tmp_path):
     assert res.exit_code == 2 and "unknown option(s) strategy" in res.output and res.output.count("\n") == 1
 
 
-# --------------------------------------------------------------------------- resadapt on any backbone
+# --------------------------------------------------------------------------- resadapt-budget on any backbone
 
 @pytest.fixture(scope="module")
 def unloadable(tiny3, tmp_path_factory) -> Path:
@@ -161,15 +161,15 @@ def unloadable(tiny3, tmp_path_factory) -> Path:
     return folder
 
 
-NO_ALLOCATOR = ("strategy resadapt has no allocator for backbone 'my-qwen3-vl'", "--allocator FOLDER",
+NO_ALLOCATOR = ("strategy resadapt-budget has no allocator for backbone 'my-qwen3-vl'", "--allocator FOLDER",
                 "train-allocator --backbone", "--trust-remote-code")
 
 
 def test_resadapt_without_an_allocator_fails_before_the_model_loads(unloadable, videoqa, tmp_path):
     res = cli("run", "--task", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(unloadable),
-              "--strategy", "resadapt", "--budget", "0.25", "--out", str(tmp_path), "--no-progress")
+              "--strategy", "resadapt-budget", "--budget", "0.25", "--out", str(tmp_path), "--no-progress")
     one_line_refusal(res, *NO_ALLOCATOR)
-    # the same folder without resadapt does try to load it (so the check above really came first)
+    # the same folder without resadapt-budget does try to load it (so the check above really came first)
     res = CliRunner().invoke(main, ["run", "--task", "probe-videoqa", "--data-root", str(videoqa), "--backbone",
                                     str(unloadable), "--budget", "0.25", "--limit", "1", "--out", str(tmp_path),
                                     "--no-progress"])
@@ -178,7 +178,7 @@ def test_resadapt_without_an_allocator_fails_before_the_model_loads(unloadable, 
 
 def test_a_sweep_with_resadapt_and_no_allocator_fails_before_its_first_configuration(unloadable, videoqa, tmp_path):
     res = cli("sweep", "--tasks", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(unloadable),
-              "--strategies", "uniform-scale,fastv+layer=1,resadapt", "--budgets", "0.25,1.0",
+              "--strategies", "uniform-scale,fastv+layer=1,resadapt-budget", "--budgets", "0.25,1.0",
               "--out", str(tmp_path), "--no-progress")
     one_line_refusal(res, *NO_ALLOCATOR)
     assert not list(tmp_path.rglob(SAMPLES))
@@ -215,7 +215,7 @@ def trained(tiny25, tiny3, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.slow
 def test_train_allocator_for_any_qwen_vl_folder_and_sweep_with_it(trained, tiny25, tiny3, videoqa, tmp_path):
     """Each stand-in gets its own allocator (its features' sizes and its fingerprint recorded); a sweep
-    runs it both as --allocator and as resadapt+allocator=PATH; another backbone's is refused."""
+    runs it both as --allocator and as resadapt-budget+allocator=PATH; another backbone's is refused."""
     from resadapt_eval.backbones.qwen_vl import fingerprint
 
     for name, folder in [("tiny25", tiny25), ("tiny3", tiny3)]:
@@ -225,21 +225,21 @@ def test_train_allocator_for_any_qwen_vl_folder_and_sweep_with_it(trained, tiny2
         assert config["trained"]["prompts"] == 2
     out = tmp_path / "out"
     res = cli("sweep", "--tasks", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(tiny3),
-              "--strategies", "uniform-scale,resadapt", "--allocator", str(trained["tiny3"]), "--budgets", "0.25",
+              "--strategies", "uniform-scale,resadapt-budget", "--allocator", str(trained["tiny3"]), "--budgets", "0.25",
               "--limit", "2", "--out", str(out), "--no-progress")
     assert res.exit_code == 0, res.output
     res = cli("sweep", "--tasks", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(tiny25),
-              "--strategies", f"resadapt+allocator={trained['tiny25']}", "--budgets", "0.25",
+              "--strategies", f"resadapt-budget+allocator={trained['tiny25']}", "--budgets", "0.25",
               "--limit", "2", "--out", str(out), "--no-progress")
     assert res.exit_code == 0, res.output
     for backbone in ("tiny-qwen3_vl", "tiny-qwen2_5_vl"):
-        [run] = [p.parent for p in (out / "probe-videoqa" / backbone).glob("resadapt+allocator=*/b0.25-f8/" + MANIFEST)]
+        [run] = [p.parent for p in (out / "probe-videoqa" / backbone).glob("resadapt-budget+allocator=*/b0.25-f8/" + MANIFEST)]
         records = read_records(run / SAMPLES)
         assert len(records) == 2 and all(r["error"] is None and r["flops"]["planner"] > 0 for r in records)
         assert all(r["tokens"] <= r["limit"] for r in records)
     # an allocator trained on the Qwen2.5-VL stand-in reads features that mean nothing to the Qwen3-VL one
     res = cli("run", "--task", "probe-videoqa", "--data-root", str(videoqa), "--backbone", str(tiny3),
-              "--strategy", "resadapt", "--allocator", str(trained["tiny25"]), "--budget", "0.25",
+              "--strategy", "resadapt-budget", "--allocator", str(trained["tiny25"]), "--budget", "0.25",
               "--out", str(tmp_path / "other"), "--no-progress")
     one_line_refusal(res, f"allocator {str(trained['tiny25'])!r} was trained for backbone", "not for 'tiny-qwen3_vl'",
                      "train-allocator --backbone")
@@ -259,7 +259,7 @@ def readme_sweep_yaml() -> dict:
 @pytest.mark.slow
 def test_the_readme_sweep_runs_with_a_stand_in_backbone(tiny25, trained, tmp_path, monkeypatch):
     """README's sweep.yaml with only `backbone` replaced by a stand-in folder, on Video-MME- and
-    LongVideoBench-layout data where the cards look ($HF_HOME). Where the README's grid has resadapt
+    LongVideoBench-layout data where the cards look ($HF_HOME). Where the README's grid has resadapt-budget
     and names no allocator, the sweep must stop before the model loads, naming --allocator; then it
     runs with --allocator (the README should carry `allocator:`)."""
     from resadapt_eval.probes.synth import make_longvideobench, make_videomme
@@ -276,7 +276,7 @@ def test_the_readme_sweep_runs_with_a_stand_in_backbone(tiny25, trained, tmp_pat
     make_longvideobench(tmp_path / "hf" / "longvideobench")
     args = ["sweep", "--config", "sweep.yaml", "--limit", "2", "--out", "results", "--no-progress"]
     extra: list[str] = []
-    if "resadapt" in [parse_spec(s).name for s in grid["strategies"]] and "allocator" not in grid and \
+    if "resadapt-budget" in [parse_spec(s).name for s in grid["strategies"]] and "allocator" not in grid and \
             not any("allocator" in parse_spec(s).options for s in grid["strategies"]):
         one_line_refusal(cli(*args), "no allocator for backbone 'tiny-qwen2_5_vl'", "--allocator")
         extra = ["--allocator", str(trained["tiny25"])]

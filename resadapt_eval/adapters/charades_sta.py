@@ -287,6 +287,7 @@ class CharadesSTA:
             media=media,
             target=target,
             meta=meta,
+            question=caption if isinstance(caption, str) else "",
         )
 
     def evidence_window(self, sample: Sample) -> tuple[float, float] | None:

@@ -266,6 +266,7 @@ class LongVideoBench:
             media=media,
             target=chr(ord("A") + int(row["correct_choice"])),
             meta=meta,
+            question=str(row["question"]),
         )
 
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:

@@ -622,7 +622,8 @@ class MathVista:
         meta.update(evidence_meta(row))
         answer = row.get("answer")
         return Sample(id=str(row.get("pid", index)), prompt=prompt, media_kind="image", media=media,
-                      target=None if answer is None else str(answer), meta=meta)
+                      target=None if answer is None else str(answer), meta=meta,
+                      question=str(row["question"]))
 
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:
         problem = Problem.from_meta(sample.meta)

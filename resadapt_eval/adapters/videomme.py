@@ -54,6 +54,7 @@ class VideoMME:
             media=media,
             target=str(row["answer"]).strip(),
             meta=meta,
+            question=str(row["question"]),
         )
 
     def score(self, sample: Sample, prediction: str) -> tuple[dict[str, float], Any]:

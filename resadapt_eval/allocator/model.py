@@ -44,34 +44,18 @@ class AllocatorConfig:
             raise ValueError(f"need 0 < min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
 
 
-class AllocatorHead(nn.Module):
-    def __init__(self, config: AllocatorConfig):
-        super().__init__()
-        self.config = c = config
-        self.chunk_in = nn.Sequential(nn.LayerNorm(c.feature_dim), nn.Linear(c.feature_dim, c.hidden))
-        self.text_in = nn.Sequential(nn.LayerNorm(c.text_dim), nn.Linear(c.text_dim, c.hidden))
-        self.position = nn.Embedding(c.max_chunks, c.hidden)
-        layer = nn.TransformerEncoderLayer(c.hidden, c.heads, 4 * c.hidden, dropout=0.0, batch_first=True,
-                                           norm_first=True, activation="gelu")
-        self.mixer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
-        self.out = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, 2))
-        nn.init.zeros_(self.out[1].weight)  # start uniform: alpha = beta = softplus(-5) + 1, about 1
-        nn.init.constant_(self.out[1].bias, -10.0)
+class BetaHead(nn.Module):
+    """A policy that outputs one Beta(alpha, beta) per unit (chunk or frame) over [min_scale, max_scale]:
+    sampling for training, the explicit deterministic action for evaluation, and its files.
+    Subclasses set `config_class` and `model_type` and implement `forward`."""
 
-    def forward(self, chunks: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """chunks (B, K, feature_dim), text (B, text_dim), mask (B, K) -> alpha, beta (B, K)."""
-        k = chunks.shape[1]
-        if k > self.config.max_chunks:
-            raise ValueError(f"{k} chunks exceed the allocator's max_chunks={self.config.max_chunks}")
-        pos = self.position(torch.arange(k, device=chunks.device))
-        x = torch.cat([self.text_in(text)[:, None], self.chunk_in(chunks) + pos], dim=1)
-        pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask.bool()], dim=1)
-        h = self.mixer(x, src_key_padding_mask=pad)[:, 1:]
-        logits = self.out(h) * self.config.beta_param_scale
-        alpha, beta = (F.softplus(logits) + 1.0).clamp(0.1, 20.0).unbind(-1)
+    config_class: type = None  # type: ignore[assignment]
+    model_type: str = ""
+
+    def beta(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., 2) head outputs -> alpha, beta = softplus(scale * logit) + 1, clamped to [0.1, 20] (the original's)."""
+        alpha, beta = (F.softplus(logits * self.config.beta_param_scale) + 1.0).clamp(0.1, 20.0).unbind(-1)
         return alpha, beta
-
-    # -- actions ---------------------------------------------------------------------------------
 
     def to_scale(self, u: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -104,13 +88,6 @@ class AllocatorHead(nn.Module):
         mode = torch.where(interior, (alpha - 1) / (alpha + beta - 2).clamp(min=1e-6), mean)
         return self.to_scale(mode)
 
-    def flops(self, n_chunks: int) -> float:
-        """Multiply-adds x 2 of one forward over n_chunks (+1 text token): for the cost records."""
-        c, n = self.config, n_chunks + 1
-        per_layer = 2 * n * (4 * c.hidden * c.hidden + 2 * 4 * c.hidden * c.hidden) + 2 * 2 * n * n * c.hidden
-        return float(per_layer * c.layers + 2 * n_chunks * c.feature_dim * c.hidden + 2 * c.text_dim * c.hidden
-                     + 2 * n_chunks * c.hidden * 2)
-
     # -- files -------------------------------------------------------------------------------------
 
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
@@ -119,20 +96,65 @@ class AllocatorHead(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-        (directory / CONFIG_NAME).write_text(json.dumps({"model_type": "resadapt_eval_allocator",
+        (directory / CONFIG_NAME).write_text(json.dumps({"model_type": self.model_type,
                                                          **asdict(self.config), **(extra or {})}, indent=2) + "\n")
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "AllocatorHead":
+    def load(cls, directory: str | Path) -> "BetaHead":
         from safetensors.torch import load_file
 
         directory = Path(directory)
         raw = json.loads((directory / CONFIG_NAME).read_text())
-        fields = AllocatorConfig.__dataclass_fields__
-        head = cls(AllocatorConfig(**{k: v for k, v in raw.items() if k in fields}))
+        fields = cls.config_class.__dataclass_fields__
+        head = cls(cls.config_class(**{k: v for k, v in raw.items() if k in fields}))
         head.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         return head.eval()
+
+
+def head_type(directory: str | Path) -> str:
+    """The model_type an allocator folder's config names ('' when it has none)."""
+    path = Path(directory) / CONFIG_NAME
+    return json.loads(path.read_text()).get("model_type", "") if path.is_file() else ""
+
+
+class AllocatorHead(BetaHead):
+    """One Beta per chunk from pooled thumbnail features and the prompt's mean embedding
+    (`resadapt-budget`'s allocator)."""
+
+    config_class = AllocatorConfig
+    model_type = "resadapt_eval_allocator"
+
+    def __init__(self, config: AllocatorConfig):
+        super().__init__()
+        self.config = c = config
+        self.chunk_in = nn.Sequential(nn.LayerNorm(c.feature_dim), nn.Linear(c.feature_dim, c.hidden))
+        self.text_in = nn.Sequential(nn.LayerNorm(c.text_dim), nn.Linear(c.text_dim, c.hidden))
+        self.position = nn.Embedding(c.max_chunks, c.hidden)
+        layer = nn.TransformerEncoderLayer(c.hidden, c.heads, 4 * c.hidden, dropout=0.0, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.mixer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, 2))
+        nn.init.zeros_(self.out[1].weight)  # start uniform: alpha = beta = softplus(-5) + 1, about 1
+        nn.init.constant_(self.out[1].bias, -10.0)
+
+    def forward(self, chunks: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """chunks (B, K, feature_dim), text (B, text_dim), mask (B, K) -> alpha, beta (B, K)."""
+        k = chunks.shape[1]
+        if k > self.config.max_chunks:
+            raise ValueError(f"{k} chunks exceed the allocator's max_chunks={self.config.max_chunks}")
+        pos = self.position(torch.arange(k, device=chunks.device))
+        x = torch.cat([self.text_in(text)[:, None], self.chunk_in(chunks) + pos], dim=1)
+        pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask.bool()], dim=1)
+        h = self.mixer(x, src_key_padding_mask=pad)[:, 1:]
+        return self.beta(self.out(h))
+
+    def flops(self, n_chunks: int) -> float:
+        """Multiply-adds x 2 of one forward over n_chunks (+1 text token): for the cost records."""
+        c, n = self.config, n_chunks + 1
+        per_layer = 2 * n * (4 * c.hidden * c.hidden + 2 * 4 * c.hidden * c.hidden) + 2 * 2 * n * n * c.hidden
+        return float(per_layer * c.layers + 2 * n_chunks * c.feature_dim * c.hidden + 2 * c.text_dim * c.hidden
+                     + 2 * n_chunks * c.hidden * 2)
 
 
 def beta_entropy_bits(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,10 @@ from resadapt_eval.backbones.vit_attention import BlockRecorder, scoring_block, 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
 
 
+def greedy(logits: torch.Tensor) -> int:
+    return int(logits.argmax(-1))
+
+
 @dataclass(frozen=True)
 class PreparedInput:
     """A plan's processor inputs and M-RoPE positions, built before execution: the runner prepares
@@ -215,11 +219,14 @@ class QwenVLBackbone:
 
     def _chunk_pixels(self, plan: Plan, frames: Frames) -> list[torch.Tensor]:
         """Each chunk's frames resized to the planned size with the processors' own resize call."""
+        return self._chunk_pixels_of(plan.chunks, frames, plan.kind)
+
+    def _chunk_pixels_of(self, chunks, frames: Frames, kind: str) -> list[torch.Tensor]:
         tp = self.geometry.temporal_patch_size
         out = []
-        for chunk in plan.chunks:
+        for chunk in chunks:
             idx = list(chunk.frames)
-            if plan.kind == "video" and len(idx) < tp:  # pad like the processor: repeat the last frame
+            if kind == "video" and len(idx) < tp:  # pad like the processor: repeat the last frame
                 idx += [idx[-1]] * (tp - len(idx))
             x = torch.from_numpy(np.ascontiguousarray(frames.pixels[idx])).permute(0, 3, 1, 2)
             if tuple(x.shape[-2:]) != (chunk.height, chunk.width):
@@ -307,6 +314,144 @@ class QwenVLBackbone:
             ids = self.processor.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         return self.model.get_input_embeddings()(ids.to(self.device))[0].float().cpu()
 
+    @torch.inference_mode()
+    def encode_frames(self, pixels: np.ndarray, side: int) -> tuple[torch.Tensor, float]:
+        """Each frame on its own, resized to a `side` x `side` square, through the vision tower as an
+        image: merged-token features (T, L, hidden) and the FLOPs spent. This is how a planner that
+        uses this model as its own small encoder looks at a video (ResAdapt's SmolVLM look), one
+        feature map per frame, whatever backbone is evaluated."""
+        f = self.geometry.factor
+        side = max(f, round(side / f) * f)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+        if tuple(x.shape[-2:]) != (side, side):
+            x = tvF.resize(x, [side, side], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+        size = {"shortest_edge": side * side, "longest_edge": side * side}
+        with self._tokenizer_lock:
+            inputs = self.processor.image_processor(images=list(x), size=size, return_tensors="pt")
+        grids = inputs["image_grid_thw"].to(self.device)
+        enc = self.model.model.get_image_features(inputs["pixel_values"].to(self.device, self.dtype), grids,
+                                                  return_dict=True)
+        feats = torch.stack([t.float().cpu() for t in enc.pooler_output])
+        return feats, float(vision_stage_flops(self.config.vision_config, grids.tolist()).total)
+
+    @torch.inference_mode()
+    def question_states(self, text: str) -> tuple[torch.Tensor, float]:
+        """The language model's last hidden states over `text` alone (no chat template, no media):
+        (tokens, hidden), and the FLOPs spent. ResAdapt's allocator reads the question this way."""
+        with self._tokenizer_lock:
+            ids = self.processor.tokenizer(text or " ", return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = ids.to(self.device)
+        out = self.model.model.language_model(inputs_embeds=self.model.get_input_embeddings()(ids))
+        n = int(ids.shape[1])
+        flops = llm_prefill_flops(self.config.text_config, float(n)) - 2.0 * int(self.config.text_config.hidden_size) \
+            * int(self.config.text_config.vocab_size)  # no LM head: only the hidden states are read
+        return out.last_hidden_state[0].float().cpu(), float(flops)
+
+    def _embed(self, ids: torch.Tensor, visual: torch.Tensor, pixels: torch.Tensor, grids: torch.Tensor,
+               kind: str) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The prompt's input embeddings with the vision tower's merged tokens in the visual slots:
+        (embeds, visual features, deepstack levels)."""
+        getter = self.model.model.get_video_features if kind == "video" else self.model.model.get_image_features
+        enc = getter(pixels, grids, return_dict=True)
+        feats = torch.cat(list(enc.pooler_output), dim=0)
+        # transformers >= 5.2x splits each deepstack level per chunk (a tuple); earlier 5.x gives one tensor
+        deepstack = [d if torch.is_tensor(d) else torch.cat(list(d), dim=0)
+                     for d in (getattr(enc, "deepstack_features", None) or [])]
+        embeds = self.model.get_input_embeddings()(ids)
+        embeds[0, visual] = feats.to(embeds.dtype)
+        return embeds, feats, deepstack
+
+    def _decode(self, runner: Any, hidden: torch.Tensor, cache: Any, pos: torch.Tensor, max_new_tokens: int,
+                pick: Any) -> list[int]:
+        """Token ids from the prefill's last hidden state until end of sequence; `pick` chooses each
+        token from the logits (argmax for evaluation, a draw for CAPO's rollouts)."""
+        next_id = pick(self.model.lm_head(hidden))
+        generated = [next_id]
+        last = pos[:, :, -1:]
+        embed = self.model.get_input_embeddings()
+        while next_id not in self.eos_ids and len(generated) < max_new_tokens:
+            last = last + 1
+            step = torch.tensor([[next_id]], device=self.device)
+            next_id = pick(self.model.lm_head(runner.step(embed(step), last, cache)))
+            generated.append(next_id)
+        return generated
+
+    @torch.inference_mode()
+    def sample_answers(self, plan: Plan, frames: Frames, prompt: str, max_new_tokens: int, n: int,
+                       temperature: float, generator: torch.Generator, cache: dict | None = None) -> list[str]:
+        """`n` answers drawn at `temperature` from one prefill of the plan's input: the rollouts CAPO
+        scores (the original samples 2 answers per allocation at temperature 1). Evaluation stays greedy
+        (`execute`); a plan with a token reduction is not sampled here.
+
+        `cache` (one dict per sample, kept by the caller) makes many allocations of one sample cheap
+        on Qwen2.5-VL: the vision tower encodes each chunk as its own grid (attention never crosses
+        chunks), so a chunk's features depend only on its frames and size and are encoded once; the
+        prompt's text tokens are tokenized once. The input is the same as `build_inputs` gives (tested).
+        """
+        import copy
+
+        if plan.reduction is not None:
+            raise ValueError("sample_answers runs plans without a token reduction")
+        if cache is not None and self.family == "qwen2_5_vl" and plan.kind == "video":
+            embeds, ids, visual, grids = self._cached_video_input(plan, frames, prompt, cache)
+            pos = self.positions(plan, {"input_ids": ids.cpu(), "video_grid_thw": grids}).to(self.device)
+            deepstack: list[torch.Tensor] = []
+        else:
+            inputs = self.build_inputs(plan, frames, prompt)
+            ids = inputs["input_ids"].to(self.device)
+            visual = (ids[0] == self.video_token_id) | (ids[0] == self.image_token_id)
+            grid_key, pix_key = ("video_grid_thw", "pixel_values_videos") if plan.kind == "video" else \
+                ("image_grid_thw", "pixel_values")
+            embeds, _, deepstack = self._embed(ids, visual, inputs[pix_key].to(self.device, self.dtype),
+                                               inputs[grid_key].to(self.device), plan.kind)
+            pos = self.positions(plan, inputs).to(self.device)
+        runner = StockLM(self.model.model.language_model)
+        pre = runner.prefill(embeds, pos, visual, deepstack)
+
+        def draw(logits: torch.Tensor) -> int:
+            probs = torch.softmax(logits.float().reshape(-1) / temperature, -1).cpu()
+            return int(torch.multinomial(probs, 1, generator=generator))
+
+        answers = []
+        for i in range(n):
+            kv = pre.cache if i == n - 1 else copy.deepcopy(pre.cache)
+            generated = self._decode(runner, pre.last_hidden, kv, pos, max_new_tokens, draw)
+            with self._tokenizer_lock:
+                answers.append(self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip())
+        return answers
+
+    def _cached_video_input(self, plan: Plan, frames: Frames, prompt: str, cache: dict):
+        """(embeds, input ids, visual mask, chunk grids) of a Qwen2.5-VL video plan, from per-chunk
+        features cached under (frames, height, width) and the prompt's text around its one video block."""
+        f, tp = self.geometry.factor, self.geometry.temporal_patch_size
+        keys = [(tuple(c.frames), c.height, c.width) for c in plan.chunks]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            pixels = self._chunk_pixels_of([plan.chunks[i] for i in missing], frames, plan.kind)
+            largest = max(plan.chunks[i].height * plan.chunks[i].width for i in missing)
+            with self._tokenizer_lock:
+                vid = self.processor.video_processor(videos=pixels, do_sample_frames=False, return_tensors="pt",
+                                                     size={"shortest_edge": f * f, "longest_edge": largest * tp})
+            grids = vid["video_grid_thw"].to(self.device)
+            enc = self.model.model.get_video_features(vid["pixel_values_videos"].to(self.device, self.dtype), grids,
+                                                      return_dict=True)
+            for i, feat in zip(missing, enc.pooler_output):
+                cache[keys[i]] = feat
+        if "template" not in cache:
+            probe = self.build_inputs(plan, frames, prompt)["input_ids"][0]
+            vis = ((probe == self.video_token_id) | (probe == self.image_token_id)).nonzero().flatten()
+            cache["template"] = (probe[: int(vis[0])], probe[int(vis[-1]) + 1:])
+        prefix, suffix = cache["template"]
+        feats = torch.cat([cache[k] for k in keys], dim=0)
+        ids = torch.cat([prefix, torch.full((feats.shape[0],), self.video_token_id, dtype=prefix.dtype), suffix])
+        ids = ids[None].to(self.device)
+        visual = ids[0] == self.video_token_id
+        embeds = self.model.get_input_embeddings()(ids)
+        embeds[0, visual] = feats.to(embeds.dtype)
+        m = self.geometry.merge_size
+        grids = torch.tensor([[1, c.height // (f // m), c.width // (f // m)] for c in plan.chunks])
+        return embeds, ids, visual, grids
+
     # -- execution ---------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -344,15 +489,8 @@ class QwenVLBackbone:
         recorder = None
         if red is not None and red.method not in IN_LLM_METHODS and needs_vision_attention(red.method, red.params):
             recorder = BlockRecorder(visual_model, scoring_block(self.config.vision_config))
-        getter = self.model.model.get_video_features if plan.kind == "video" else self.model.model.get_image_features
         with recorder or nullcontext():
-            enc = getter(pixels, grids, return_dict=True)
-        feats = torch.cat(list(enc.pooler_output), dim=0)
-        # transformers >= 5.2x splits each deepstack level per chunk (a tuple); earlier 5.x gives one tensor
-        deepstack = [d if torch.is_tensor(d) else torch.cat(list(d), dim=0)
-                     for d in (getattr(enc, "deepstack_features", None) or [])]
-        embeds = self.model.get_input_embeddings()(ids)
-        embeds[0, visual] = feats.to(embeds.dtype)
+            embeds, feats, deepstack = self._embed(ids, visual, pixels, grids, plan.kind)
         timer.lap("encode")
         n_input_visual = int(visual.sum())
         prompt_tokens = int(embeds.shape[1])
@@ -390,18 +528,8 @@ class QwenVLBackbone:
         else:
             runner = StockLM(lm)
             pre = runner.prefill(embeds, pos, visual, deepstack)
-        cache = pre.cache
-        next_id = int(self.model.lm_head(pre.last_hidden).argmax(-1))
         timer.lap("prefill")
-        generated = [next_id]
-        last = pos[:, :, -1:]
-        embed = self.model.get_input_embeddings()
-        while next_id not in self.eos_ids and len(generated) < max_new_tokens:
-            last = last + 1
-            step = torch.tensor([[next_id]], device=self.device)
-            hidden = runner.step(embed(step), last, cache)
-            next_id = int(self.model.lm_head(hidden).argmax(-1))
-            generated.append(next_id)
+        generated = self._decode(runner, pre.last_hidden, pre.cache, pos, max_new_tokens, greedy)
         timer.lap("decode")
         with self._tokenizer_lock:
             text = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()

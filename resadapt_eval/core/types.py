@@ -49,6 +49,7 @@ class Sample:
     media: Any
     target: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    question: str = ""  # the question alone (no template, options or media): what a question-aware planner reads
 
 
 @dataclass

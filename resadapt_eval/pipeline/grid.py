@@ -121,7 +121,7 @@ def expand(entries: list[str | StrategySpec], common: dict[str, Any] | None = No
         raise UserError(f"--strategy-option {', '.join(unused)}: no strategy of {', '.join(s.name for s in specs)} "
                         f"has this option")
     if allocator is not None and "allocator" not in used:
-        raise UserError(f"--allocator only applies to resadapt (it is not among {', '.join(s.name for s in specs)})")
+        raise UserError(f"--allocator only applies to resadapt and resadapt-budget (it is not among {', '.join(s.name for s in specs)})")
     labels: dict[str, StrategySpec] = {}
     for spec in out:
         other = labels.setdefault(spec.label, spec)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from resadapt_eval.core.budget import parse_budget
 from resadapt_eval.core.strategy import Context
-from resadapt_eval.strategies.resadapt import allocation_plan, parse_drop
+from resadapt_eval.strategies.resadapt_budget import allocation_plan, parse_drop
 from resadapt_eval.training.capo import CapoConfig, capo_advantages, ppo_clip_loss, temporal_similarity_loss
 from resadapt_eval.allocator.policy import Policy
 
@@ -263,7 +263,8 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
     return meta
 
 
-def plot_history(history: list[dict], path: Path, window: int = 50) -> None:
+def plot_history(history: list[dict], path: Path, window: int = 50,
+                 keys: tuple[str, ...] = ("reward", "cost", "loss", "top_share")) -> None:
     """Reward, cost, loss and the top chunk's share of the mean action over training, one running mean
     per task (tasks alternate, so a mixed curve would average unlike budgets together)."""
     import matplotlib
@@ -271,7 +272,6 @@ def plot_history(history: list[dict], path: Path, window: int = 50) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    keys = ("reward", "cost", "loss", "top_share")
     fig, axes = plt.subplots(1, len(keys), figsize=(15, 3.2))
     tasks = sorted({h["task"] for h in history})
     for ax, key in zip(axes, keys):

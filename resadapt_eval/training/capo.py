@@ -78,3 +78,47 @@ def temporal_similarity_loss(features: torch.Tensor, mean_scale: torch.Tensor, m
     pair = (mask[:, 1:] * mask[:, :-1]).float()
     excess = F.relu(log_s[:, 1:] - (log_s[:, :-1] - margin * w))
     return (w * excess * pair).sum() / pair.sum().clamp(min=1)
+
+
+# -- ResAdapt as published: free mode, one action per frame ----------------------------------------
+
+COST_UNITS = ("retention", "linear-scale")
+PAPER_PIVOT_CENTER = 0.4  # c0 of the original, in its linear-scale unit
+
+
+def normalized_cost(unit: str, frame_scales: torch.Tensor, retention: torch.Tensor, min_scale: float = 0.2,
+                    max_scale: float = 2.0) -> torch.Tensor:
+    """CAPO's cost in [0, 1] of each allocation.
+
+    `linear-scale` is the paper's: c = clip((mean frame scale - min) / (max - min), 0, 1), where
+    frame_scales is (M, T). `retention` (this harness's default) measures what the allocation really
+    cost, the visual tokens it put into the backbone over vanilla's (M,), on the same [0, 1] footing:
+    c = clip((r - min^2) / (max^2 - min^2), 0, 1), since a per-side scale s costs about s^2 of the
+    tokens. The linear mean under-counts: it charges a spread allocation (one frame at 2.0, one at
+    0.2) like two frames at 1.1, although the first costs 2.02 times vanilla's tokens and the second 1.21.
+    """
+    if unit == "linear-scale":
+        return ((frame_scales.float().mean(-1) - min_scale) / (max_scale - min_scale)).clamp(0, 1)
+    if unit == "retention":
+        return ((retention.float() - min_scale ** 2) / (max_scale ** 2 - min_scale ** 2)).clamp(0, 1)
+    raise ValueError(f"cost unit must be one of {COST_UNITS}, got {unit!r}")
+
+
+def pivot_center(unit: str, min_scale: float = 0.2, max_scale: float = 2.0, c0: float = PAPER_PIVOT_CENTER) -> float:
+    """The pivot centre that means in `unit` what c0 = 0.4 means in the paper's linear-scale unit.
+
+    c0 = 0.4 names a mean scale s0 = min + c0 (max - min) = 0.92 per side; uniformly applied that
+    costs s0^2 = 0.846 of vanilla's tokens, which on the retention unit's [min^2, max^2] footing is
+    (0.846 - 0.04) / (4 - 0.04) = 0.204.
+    """
+    if unit == "linear-scale":
+        return c0
+    s0 = min_scale + c0 * (max_scale - min_scale)
+    return float(normalized_cost("retention", torch.zeros(1, 1), torch.tensor([s0 * s0]), min_scale, max_scale)[0])
+
+
+def concentration_loss(alpha: torch.Tensor, beta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """mean(alpha + beta) over valid frames: keeps the Beta from collapsing onto a point (weight 5e-4
+    in the original, `ccen`)."""
+    m = mask.float()
+    return ((alpha + beta) * m).sum() / m.sum().clamp(min=1)
