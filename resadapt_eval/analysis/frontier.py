@@ -463,7 +463,9 @@ def plot_allocation(runs: pd.DataFrame, path_stem: str | Path, records: dict[str
                 ax.set_visible(False)
                 continue
             image = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=top)
-            ax.set_title(f"{strategy} @ {budget}", fontsize=8)
+            spent = runs[(runs["strategy"] == strategy) & (runs["budget"] == budget)]["retention"]
+            ax.set_title(f"{strategy} @ {budget_label(budget, float(spent.iloc[0]) if len(spent) else float('nan'))}",
+                         fontsize=8)
             ax.tick_params(labelsize=6)
             if j == 0:
                 ax.set_ylabel("sample", fontsize=7)
@@ -554,9 +556,33 @@ STRATEGY_FORMATS: dict[str, Callable[[Any], str]] = {
     "cost_at_95": lambda v: f"{v:.4g}", "cost_at_99": lambda v: f"{v:.4g}"}
 
 
+SPENT_TOLERANCE = 0.05  # relative gap between the nominal budget and the mean retention that gets named
+
+
+def budget_label(budget: Any, retention: float) -> str:
+    """The budget as tables show it: the nominal share where the run spent it, else what it spent too
+    ("1.0, spent 0.25"): a strategy that spends what its policy chooses (resadapt, free mode) must
+    never read as having run at a budget it did not use. Its place on every figure is its spending."""
+    text = str(budget)
+    if not _is_number(text) or not np.isfinite(retention):
+        return text
+    nominal = float(text)
+    if nominal > 0 and abs(retention - nominal) > SPENT_TOLERANCE * nominal:
+        return f"{text}, spent {retention:.3g}"
+    return text
+
+
 def frontier_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The annotated runs in reading order: task, backbone, strategy, then cheapest first."""
     return runs.sort_values(["task", "backbone", "strategy", "tokens", "frames"])[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def labelled(table: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: a budget the run did not spend is shown with what it spent (`budget_label`);
+    the CSVs keep the nominal budget beside the retention column."""
+    shown = table.copy()
+    shown["budget"] = [budget_label(b, r) for b, r in zip(shown["budget"], shown["retention"])]
+    return shown
 
 
 def to_markdown(table: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]],
@@ -588,12 +614,12 @@ def write_tables(runs: pd.DataFrame, strategies: pd.DataFrame, out: str | Path,
     table = frontier_table(runs)
     paths = [out / "frontier.csv", out / "frontier.md", out / "strategies.csv", out / "strategies.md"]
     table.to_csv(paths[0], index=False)
-    paths[1].write_text(to_markdown(table, RUN_FORMATS, {"flops": "GFLOPs"}))
+    paths[1].write_text(to_markdown(labelled(table), RUN_FORMATS, {"flops": "GFLOPs"}))
     strategies.to_csv(paths[2], index=False)
     text = to_markdown(strategies, STRATEGY_FORMATS)
     if paired is not None and len(paired):
         shown = paired.sort_values(["task", "backbone", "strategy", "retention"]).reset_index(drop=True)
-        paired_md = to_markdown(shown, PAIRED_FORMATS)
+        paired_md = to_markdown(labelled(shown), PAIRED_FORMATS)
         paths += [out / "paired.csv", out / "paired.md"]
         shown.to_csv(paths[4], index=False)
         paths[5].write_text(paired_md)

@@ -71,7 +71,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.row['strategy']} b{self.row['budget']} f{self.row['frames']}"
+        budget = frontier.budget_label(self.row["budget"], float(self.row.get("retention", float("nan"))))
+        return f"{self.row['strategy']} b{budget} f{self.row['frames']}"
 
     @property
     def metric(self) -> str:
