@@ -44,7 +44,7 @@ from resadapt_eval.backbones.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, build_to
 
 TASKS = ("probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math", "probe-which")
 MONITOR_SEED = 500_000
-STAGE4_STEPS = 600
+STAGE4_STEPS = 250
 STAGE4_FROZEN = 0.2  # held-out monitoring data: neither the eval split (seed 0) nor training
 
 
@@ -588,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mix", action="append", metavar="TASK=WEIGHT", help="override a task's share of stage 2")
     ap.add_argument("--stage3-steps", type=int)
     ap.add_argument("--stage3-only", action="store_true", help="with --init-from: run only stage 3")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a busy machine)")
     ap.add_argument("--stage4-steps", type=int)
     ap.add_argument("--stage4-only", action="store_true", help="with --init-from: run only stage 4")
     ap.add_argument("--stage4-lr", type=float)
@@ -627,12 +628,12 @@ def main(argv: list[str] | None = None) -> None:
                  "stage4_lr", "stage4_frozen_share"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
-    trainer = Trainer(recipe, Path(args.out))
+    trainer = Trainer(recipe, Path(args.out), threads=args.threads)
     if args.init_from:  # continue from a saved model (same recipe tokenizer): skip stage 1
         from transformers import AutoModelForImageTextToText
         saved = AutoModelForImageTextToText.from_pretrained(args.init_from, dtype=torch.float32)
         trainer.model.load_state_dict(saved.state_dict())  # strict: a silent partial load would train from scratch
-        trainer.log(f"initialised from {args.init_from}: " + trainer.monitor())
+        trainer.log(f"initialised from {args.init_from}" + ("" if args.stage4_only else ": " + trainer.monitor()))
     elif args.stage1_from:
         trainer.model.model.visual.load_state_dict(torch.load(args.stage1_from))
         trainer.log(f"stage 1: vision tower loaded from {args.stage1_from}")
