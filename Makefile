@@ -86,15 +86,10 @@ frontier: install
 	$(BIN)/resadapt-eval frontier results
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval view results --out results/view
 
-# Retrain the bundled backbone (tiny-bundled) from scratch (deterministic recipe), as the shipped weights
-# were made: stages 1-3 (about an hour on 2 CPU cores) into .cache/tiny-bundled-stage3, then stage 4
-# (probe-which mixed with the other probes; STAGE4_TIME) continued from them. `reference-model` is its
-# former name.
-STAGE3_DIR := .cache/tiny-bundled-stage3
+# Retrain the bundled backbone (tiny-bundled) from scratch (deterministic recipe; about an hour on 2 CPU
+# cores). `reference-model` is its former name.
 bundled-model: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_model --out $(STAGE3_DIR) --stage4-steps 0
-	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_model --init-from $(STAGE3_DIR) \
-		--stage4-only --out resadapt_eval/assets/tiny-bundled
+	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_model --out resadapt_eval/assets/tiny-bundled
 
 reference-model: bundled-model
 

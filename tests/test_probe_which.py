@@ -78,8 +78,7 @@ def test_cli_lists_and_runs_it_with_the_bundled_backbone(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     run = next(Path(tmp_path / "out" / "probe-which").glob("*/uniform-scale/b0.25-f8"))
     records = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    assert len(records) == 4 and all(r["scores"]["accuracy"] in (0.0, 1.0) for r in records)
-    assert all(json.loads(r["meta"]["evidence"]) if isinstance(r["meta"]["evidence"], str) else r["meta"]["evidence"]
-               for r in records)
+    assert len(records) == 4 and all(r["error"] is None and r["score"]["accuracy"] in (0.0, 1.0) for r in records)
+    assert all(r["target"] == probes.make_which(1, i).target_text for i, r in enumerate(records))  # the test split
     summary = json.loads((run / "summary.json").read_text())
-    assert "accuracy" in json.dumps(summary)
+    assert summary["n_scored"] == 4 and summary["main_metric"] == "accuracy" and summary["tokens_mean"] < 196 / 2
