@@ -186,7 +186,7 @@ def probe() -> None:
 
 @probe.command(name="build")
 @click.option("--task", "tasks", multiple=True, required=True,
-              type=click.Choice(["probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math"]),
+              type=click.Choice(["probe-videoqa", "probe-longvideo", "probe-grounding", "probe-math", "probe-which"]),
               help="Probe to build (repeatable).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["dev", "test"]),
               help="Which split (its seed and folder from the task card): dev for development, test for reporting.")

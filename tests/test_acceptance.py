@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "results", ".cache", "__pycache__",
                                        "*.egg-info", ".pytest_cache", "notebooks", "docs")
 CARDS = {"charades_sta", "longvideobench", "mathvista", "probe-grounding", "probe-longvideo", "probe-math",
-         "probe-videoqa", "videomme"}
+         "probe-videoqa", "probe-which", "videomme"}
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from resadapt_eval import probes
@@ -93,3 +96,23 @@ def test_every_stage_runs_and_each_seeds_itself(tmp_path):
     assert any(k.startswith("model.language_model.") for k in changed)
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, again.model.state_dict()[k]), k
+
+
+def test_stage4_keeps_the_shipped_tokenizer_and_trains_on_probe_which(tmp_path):
+    """Stage 4 adds probe-which without touching the tokenizer corpus: the rebuilt tokenizer is the shipped
+    one byte for byte (the stage 1-3 embeddings index it), and stage-4 steps train the model."""
+    from resadapt_eval.backbones import resolve_alias
+
+    BUNDLED_DIR = Path(resolve_alias("tiny-bundled"))
+    r = Recipe(stage1_steps=0, stage2_steps=0, stage3_steps=0, stage4_steps=2, stage2_batch=2)
+    assert "probe-which" in r.stage4_mix and "probe-which" not in r.mix
+    r.text = dict(r.text, num_hidden_layers=1)
+    r.vision = dict(r.vision, depth=1, fullatt_block_indexes=[0])
+    trainer = Trainer(r, tmp_path, threads=1)
+    trainer.tok.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").read_bytes() == (BUNDLED_DIR / "tokenizer.json").read_bytes()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.stage4()
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    # off by default: the shipped weights went through stages 1-3 only, and `make bundled-model` repeats them
+    assert Recipe().stage4_steps == 0 and "stage4_steps" not in json.loads((BUNDLED_DIR / "recipe.json").read_text())

@@ -10,7 +10,8 @@ from resadapt_eval.adapters import ADAPTERS
 from resadapt_eval.adapters.base import TaskCard
 from resadapt_eval.pipeline.media import load_frames
 
-MAIN = {"probe-videoqa": "accuracy", "probe-longvideo": "accuracy", "probe-grounding": "iou", "probe-math": "accuracy"}
+MAIN = {"probe-videoqa": "accuracy", "probe-longvideo": "accuracy", "probe-grounding": "iou", "probe-math": "accuracy",
+        "probe-which": "accuracy"}
 
 
 @pytest.mark.parametrize("task", list(probes.GENERATORS))

@@ -15,6 +15,11 @@ on the right frames. Clutter is flat-coloured moving rectangles, never black and
   gives the evidence chunk full resolution should beat both.
 - probe-grounding (Charades-STA layout): 32 frames at 2 fps; a large tile is visible for a span
   of whole seconds; the answer is that span.
+- probe-which (Video-MME layout): probe-videoqa's video with two fine tiles in two different chunks,
+  each framed by a thick border of a saturated colour (red, green or blue, which clutter never has);
+  the question names one border colour, so the question decides which chunk holds the answer: what
+  a question-conditioned allocator must exploit. The borders survive a half-size thumbnail, the
+  textures need full resolution.
 - probe-math (MathVista layout): one 336 px image in DejaVu Sans Bold at a size between 24 and 72 px,
   either one digit (free-form integer: which number is written) or "a op b" (multiple choice: which
   operator). The free-form question once asked for the value of "a + b": the small bundled model
@@ -205,6 +210,48 @@ def make_grounding(seed: int, index: int, seconds: int = 16, fps: float = 2.0, s
     return ProbeItem("probe-grounding", vid, frames, fps, row, target, evidence, boxes)
 
 
+# probe-which's border colours: saturated, so clutter (40..216 per channel) never has them.
+BORDER_COLOURS: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+def make_which(seed: int, index: int, n_frames: int = 8, side: int = 196, fps: float = 4.0,
+               tile: tuple[int, int] = (26, 36), period: int = 4, border: int = 5) -> ProbeItem:
+    """Two bordered fine tiles in two different 2-frame chunks; the question's colour picks the one to read."""
+    rng = _seeded("probe-which", seed, index)
+    kinds = [int(k) for k in rng.choice(4, 2, replace=False)]          # target, distractor: different textures
+    names = [str(c) for c in rng.choice(list(BORDER_COLOURS), 2, replace=False)]
+    chunks = [int(c) for c in rng.choice(n_frames // 2, 2, replace=False)]
+    clutter = Clutter(rng, side, side, int(rng.integers(3, 8)))
+    frames = np.stack([clutter.frame(t) for t in range(n_frames)])
+    tiles = []
+    for kind, name, chunk in zip(kinds, names, chunks):
+        size = int(rng.integers(tile[0], tile[1] + 1))
+        outer = size + 2 * border
+        y, x = place(rng, side, side, outer)
+        patch = np.empty((outer, outer, 3), np.uint8)
+        patch[:] = BORDER_COLOURS[name]
+        patch[border:border + size, border:border + size] = texture(kind, size, size, period, rng)[..., None]
+        for f in (2 * chunk, 2 * chunk + 1):
+            frames[f, y:y + outer, x:x + outer] = patch
+        tiles.append({"chunk": chunk, "frames": [2 * chunk, 2 * chunk + 1], "colour": name, "texture": TEXTURES[kind],
+                      "size": size, "box": [y + border, x + border, y + border + size, x + border + size],
+                      "outer_box": [y, x, y + outer, x + outer]})
+    target, distractor = tiles
+    vid = f"pwhich-{seed}-{index:05d}"
+    options = [f"{'ABCD'[i]}. {TEXTURES[i]}" for i in range(4)]
+    row = {"video_id": f"{index:05d}", "duration": "short", "domain": "Probe", "sub_category": "Which tile",
+           "url": "", "videoID": vid, "question_id": vid, "task_type": "Texture Recognition",
+           "question": f"Two tiles with coloured borders appear in the video. Which texture does the tile with "
+                       f"the {target['colour']} border have?",
+           "options": options, "answer": "ABCD"[kinds[0]]}
+    evidence = {"frames": target["frames"], "chunk": target["chunk"], "box": target["box"], "size": target["size"],
+                "period": period, "texture": target["texture"], "colour": target["colour"],
+                "outer_box": target["outer_box"], "border": border,
+                "distractor_chunk": distractor["chunk"], "distractor": distractor}
+    boxes = [(f, *t["box"], CLASS_ID[f"texture:{t['texture']}"]) for t in tiles for f in t["frames"]]
+    return ProbeItem("probe-which", vid, frames, fps, row, "ABCD"[kinds[0]], evidence, boxes)
+
+
 def _font(size: int):
     """DejaVu Sans Bold, shipped with matplotlib: it has the × and ÷ glyphs (Pillow's default font draws
     them as the same empty box), and bold strokes survive a mild downscale like printed text does."""
@@ -262,9 +309,11 @@ GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = {
     "probe-longvideo": make_longvideo,
     "probe-grounding": make_grounding,
     "probe-math": make_math,
+    "probe-which": make_which,
 }
 # The generators the bundled backbone (tiny-bundled) was trained with (training/bundled_model.py): the same, except
-# probe-longvideo, which gained its fine look (generator version 5) after the backbone was trained.
+# probe-longvideo, which gained its fine look (generator version 5) after the backbone was trained
+# (probe-which joined in stage 4 of its recipe).
 BUNDLED_TRAINING_GENERATORS: dict[str, Callable[[int, int], ProbeItem]] = dict(
     GENERATORS, **{"probe-longvideo": functools.partial(make_longvideo, **LONGVIDEO_V4)})
 
@@ -287,7 +336,7 @@ def build(task: str, root: str | Path, seed: int = 0, n: int = 200, crf: int = 8
     for i in tqdm(range(n), desc=f"building {task}", unit="sample", leave=False, disable=None):  # no bar in logs
         item = GENERATORS[task](seed, i)
         row = dict(item.row, evidence=json.dumps(item.evidence))
-        if task == "probe-videoqa":
+        if task in ("probe-videoqa", "probe-which"):
             encode_video(root / "data" / f"{item.row['videoID']}.mp4", item.pixels, item.fps, crf)
         elif task == "probe-longvideo":
             encode_video(root / "videos" / item.row["video_path"], item.pixels, item.fps, crf)
@@ -311,7 +360,7 @@ def _write_annotations(task: str, root: Path, rows: list[dict[str, Any]]) -> Non
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    if task == "probe-videoqa":
+    if task in ("probe-videoqa", "probe-which"):
         (root / "videomme").mkdir(parents=True, exist_ok=True)
         frame.to_parquet(root / "videomme" / "test-00000-of-00001.parquet")
     elif task == "probe-longvideo":
