@@ -467,7 +467,7 @@ BENCH_PARTS = ("overlap", "decode", "memory")
               help="Where the figures are also written.")
 @click.option("--gpu-backbones", default="qwen2.5-vl-7b,qwen3-vl-8b", show_default=True,
               help="gpu: published configurations to build (resadapt_eval/assets/gpu_bench/).")
-@click.option("--gpu-strategies", default="vanilla,uniform-scale,visionzip,fastv,resadapt", show_default=True,
+@click.option("--gpu-strategies", default="vanilla,uniform-scale,visionzip,fastv,resadapt-budget", show_default=True,
               help="gpu: strategies (vanilla runs once per frame count: its input ignores the budget).")
 @click.option("--gpu-budgets", default="1.0,0.25,0.1", show_default=True, help="gpu: budgets.")
 @click.option("--gpu-frames", default="32,128", show_default=True, help="gpu: frame counts.")

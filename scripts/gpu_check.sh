@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (issue 24) as one command: Qwen2.5-VL-7B and Qwen3-VL-8B built from their published
-# configurations with random bf16 weights; vanilla, uniform-scale, visionzip, fastv and resadapt at
+# configurations with random bf16 weights; vanilla, uniform-scale, visionzip, fastv and resadapt-budget at
 # budgets 1.0, 0.25 and 0.1, at 32 and 128 frames of a generated 720p video; every stage timed, peak
 # GPU memory, prefill MFU, tokens against the model-free arithmetic, the planner's share, and the
 # share of wall time outside the model with and without prefetch (docs/gpu-bench.md).

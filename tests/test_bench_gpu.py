@@ -56,7 +56,7 @@ def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thr
         (group,) = b["groups"]
         assert group["frames"] == 4 and group["decoding"]["median_s"] > 0 and group["vanilla_tokens"] > 0
         pairs = [(c["strategy"], c["budget"]) for c in group["configs"]]
-        assert pairs == [("vanilla", "1.0")] + [(s, "0.25") for s in ("uniform-scale", "visionzip", "fastv", "resadapt")]
+        assert pairs == [("vanilla", "1.0")] + [(s, "0.25") for s in ("uniform-scale", "visionzip", "fastv", "resadapt-budget")]
         for c in group["configs"]:
             assert CONFIG_FIELDS <= set(c), c.keys()
             t = c["tokens"]
@@ -71,7 +71,7 @@ def test_gpu_bench_runs_at_tiny_shapes_and_reports_every_field(tmp_path, one_thr
             if c["strategy"] in ("visionzip", "fastv"):  # full input, then reduced to the budget
                 assert t["model"]["input_visual"] == group["vanilla_tokens"] > t["model"]["visual"]
                 assert ("reduction" in c["stages_s"]) == (c["strategy"] == "visionzip")
-            if c["strategy"] == "resadapt":
+            if c["strategy"] == "resadapt-budget":
                 p = c["planner"]
                 assert 0 < p["planner_share"] < 1 and p["planner_over_backbone"] > 0 and c["flops"]["planner"] > 0
             else:

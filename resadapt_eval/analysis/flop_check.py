@@ -200,6 +200,52 @@ def check_planner(n_chunks: int = 8, feature_dim: int = 256, text_dim: int = 128
     return StageCount("planner head", head.flops(n_chunks), max(counts.values()))
 
 
+def planner_vs_backbone(frames: int, side: int = 112, question_tokens: int = 24, source_hw: tuple[int, int] = (360, 640),
+                        prompt_tokens: int = 80) -> dict[str, float]:
+    """FLOPs of `resadapt`'s planner (its own encoder, the bundled model, looking at `frames` frames at
+    `side` px and a question of `question_tokens` tokens, plus the allocator head) next to one vanilla
+    prefill of Qwen2.5-VL-7B on the same frames (the paper's protocol: at most 602,112 pixels per frame),
+    every part counted by FlopCounterMode on the meta device."""
+    import json
+
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    from resadapt_eval.allocator.frame_model import FrameAllocatorConfig, FrameAllocatorHead
+    from resadapt_eval.strategies.resadapt import BUNDLED
+
+    _register_cpu_sdpa()
+    encoder = meta_model(reference_config())
+    g = side // 14
+    enc_v, enc_m = count_vision(encoder, "qwen2_5_vl", [(1, g, g)] * frames)
+    lm = encoder.model.language_model
+    d = lm.config.hidden_size
+    pos = torch.arange(question_tokens).expand(3, 1, question_tokens).to("meta")
+    _, counts = _count(lambda: lm(inputs_embeds=torch.empty(1, question_tokens, d, device="meta"), position_ids=pos))
+    enc_q = max(counts.values())
+    raw = json.loads((BUNDLED / "allocator_config.json").read_text()) if (BUNDLED / "allocator_config.json").is_file() \
+        else {"token_dim": d, "text_dim": d, "tokens_per_frame": (g // 2) ** 2}
+    fields = FrameAllocatorConfig.__dataclass_fields__
+    config = FrameAllocatorConfig(**{k: v for k, v in raw.items() if k in fields})
+    with torch.device("meta"):
+        head = FrameAllocatorHead(config).eval()
+    x = torch.empty(1, frames, config.tokens_per_frame, config.token_dim, device="meta")
+    q = torch.empty(1, question_tokens, config.text_dim, device="meta")
+    with torch.enable_grad():  # the attention layers' Python path, which FlopCounterMode sees
+        _, counts = _count(lambda: head(x, torch.ones(1, frames, dtype=torch.bool, device="meta"), q,
+                                        torch.ones(1, question_tokens, dtype=torch.bool, device="meta")))
+    head_flops = max(counts.values())
+    big = meta_model(build_config(QWEN25_VL_7B))
+    h, w = smart_resize(*source_hw, factor=28, min_pixels=3136, max_pixels=768 * 28 * 28)
+    grids = [(1, h // 14, w // 14)] * (frames // 2)
+    vis_e, vis_m = count_vision(big, "qwen2_5_vl", grids)
+    n_tokens = prompt_tokens + sum(t * a * b // 4 for t, a, b in grids)
+    pre, _ = count_llm(big, n_tokens, 0)
+    planner = enc_v + enc_m + enc_q + head_flops
+    backbone = vis_e + vis_m + pre
+    return {"frames": frames, "encoder_vision": enc_v + enc_m, "encoder_question": enc_q, "head": head_flops,
+            "planner": planner, "backbone_vanilla": backbone, "backbone_tokens": n_tokens, "share": planner / backbone}
+
+
 TINY = {
     "qwen2_5_vl": {"family": "qwen2_5_vl",
                    "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -220,7 +266,20 @@ TINY = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the per-stage agreement for the tiny and full-size configurations."""
+    """Print the per-stage agreement for the tiny and full-size configurations (`--planner`: resadapt's
+    planner next to a Qwen2.5-VL-7B vanilla prefill instead)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--planner" in argv:
+        print("| frames | planner encoder: frames GFLOPs | question GFLOPs | head GFLOPs | planner GFLOPs | "
+              "Qwen2.5-VL-7B vanilla prefill GFLOPs (visual + prompt tokens) | planner / backbone |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for n in (32, 128):
+            r = planner_vs_backbone(n)
+            print(f"| {n} | {r['encoder_vision'] / 1e9:.2f} | {r['encoder_question'] / 1e9:.3f} | {r['head'] / 1e9:.2f} | "
+                  f"{r['planner'] / 1e9:.2f} | {r['backbone_vanilla'] / 1e9:,.0f} ({r['backbone_tokens']:,} tokens) | "
+                  f"{r['share']:.4%} |")
+        return 0
     cases = [("reference backbone (probe-videoqa vanilla)", reference_config(), [(1, 14, 14)] * 4),
              ("tiny Qwen2.5-VL", TINY["qwen2_5_vl"], [(1, 20, 30), (1, 12, 18)]),
              ("tiny Qwen3-VL", TINY["qwen3_vl"], [(1, 16, 24), (1, 10, 14)]),

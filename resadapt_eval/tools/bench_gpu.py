@@ -16,10 +16,10 @@ and generation of a fixed number of new tokens (end-of-sequence is ignored). Per
 also gives peak GPU memory, the prefill's model-FLOPs utilisation (the harness's own FLOPs formula,
 `backbones/flops.py`, over the prefill time and the GPU's dense bf16 peak), the token counts next to
 the same counts computed on the CPU from the plan alone (`core/budget.py`, no model), and for
-`resadapt` the planner's share of the backbone's time. A stream of samples through the runner's
+`resadapt-budget` the planner's share of the backbone's time. A stream of samples through the runner's
 prefetch pipeline, with prefetch and without, gives the share of wall time spent outside the model.
 
-`resadapt` runs with a freshly initialised allocator head for the backbone (no trained allocator for
+`resadapt-budget` runs with a freshly initialised allocator head for the backbone (no trained allocator for
 the 7B exists here): its cost is the real cost, its choices are not the trained ones.
 """
 
@@ -45,7 +45,7 @@ from resadapt_eval.core.types import Frames, Plan, Sample, SampleError, UserErro
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "gpu_bench"
 BACKBONES = ("qwen2.5-vl-7b", "qwen3-vl-8b")
-STRATEGIES = ("vanilla", "uniform-scale", "visionzip", "fastv", "resadapt")
+STRATEGIES = ("vanilla", "uniform-scale", "visionzip", "fastv", "resadapt-budget")
 BUDGETS = ("1.0", "0.25", "0.1")
 FRAMES = (32, 128)
 
@@ -213,7 +213,7 @@ def build_backbone(name: str, settings: GpuBenchSettings, tok) -> Built:
 
 
 def fresh_allocator(backbone, folder: Path, seed: int) -> dict[str, Any]:
-    """Save a freshly initialised allocator head for this backbone into `folder` (what `resadapt` loads)."""
+    """Save a freshly initialised allocator head for this backbone into `folder` (what `resadapt-budget` loads)."""
     from resadapt_eval.allocator.policy import Policy
 
     torch.manual_seed(seed)
@@ -412,7 +412,7 @@ def measure_config(built: Built, strategy_name: str, budget_text: str, frames: F
 
     backbone = built.backbone
     device = backbone.device
-    options = {"allocator": allocator} if strategy_name == "resadapt" else {}
+    options = {"allocator": allocator} if strategy_name == "resadapt-budget" else {}
     strategy = REGISTRY.get(strategy_name)(**options)
     budget = parse_budget(budget_text)
     source = _Preloaded(frames)
@@ -470,7 +470,7 @@ def measure_overhead(built: Built, video: str, frames_n: int, settings: GpuBench
 
     backbone = built.backbone
     name = settings.overhead_strategy
-    strategy = REGISTRY.get(name)(**({"allocator": allocator} if name == "resadapt" else {}))
+    strategy = REGISTRY.get(name)(**({"allocator": allocator} if name == "resadapt-budget" else {}))
     budget = parse_budget(settings.overhead_budget)
     items = [Sample(f"stream-{k}", PROMPT, "video", video, None) for k in range(settings.overhead_samples)]
     source = _Decoding()
@@ -496,7 +496,7 @@ def measure_overhead(built: Built, video: str, frames_n: int, settings: GpuBench
 
 def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSettings, allocator: str,
               clock: Clock, skipped: list[str], groups_left: int = 1) -> dict[str, Any]:
-    """Everything at one frame count on one backbone: vanilla first, then resadapt at the first budget
+    """Everything at one frame count on one backbone: vanilla first, then resadapt-budget at the first budget
     below 1 (the planner's share), the prefetch streams, then the other configurations."""
     backbone = built.backbone
     name, peak = backbone.name, bf16_peak(backbone.device)[1]
@@ -508,13 +508,13 @@ def run_group(built: Built, video: str, frames_n: int, settings: GpuBenchSetting
     # warm-up (kernels, allocator caches): one vanilla execution and one planner pass, not recorded
     warm = time.perf_counter()
     measure_config(built, "vanilla", "1.0", frames, sample, _once(settings), allocator, peak)
-    if "resadapt" in settings.strategies:
-        measure_config(built, "resadapt", settings.budgets[-1], frames, sample, _once(settings), allocator, peak)
+    if "resadapt-budget" in settings.strategies:
+        measure_config(built, "resadapt-budget", settings.budgets[-1], frames, sample, _once(settings), allocator, peak)
     warm_s = time.perf_counter() - warm
     # vanilla's input does not depend on the budget: it runs once and stands for every budget
     wanted = [(s, b) for s in settings.strategies for b in (("1.0",) if s == "vanilla" else settings.budgets)]
     below = [b for b in settings.budgets if float(b) < 1.0]
-    first = [c for c in (("vanilla", "1.0"), ("resadapt", below[0] if below else "1.0")) if c in wanted]
+    first = [c for c in (("vanilla", "1.0"), ("resadapt-budget", below[0] if below else "1.0")) if c in wanted]
     results: dict[tuple[str, str], dict[str, Any]] = {}
     overhead: list[dict[str, Any]] = []
 
@@ -719,7 +719,7 @@ def markdown(report: dict[str, Any]) -> str:
            f"Generated by `{report.get('command', 'resadapt-eval bench gpu')}` (docs/gpu-bench.md says what each "
            f"field means). torch {ver['torch']}, transformers {ver['transformers']}, CUDA {dev['cuda']}, attention "
            f"{', '.join(report['attention']) or 'n/a'}, flash-attn installed: {ver['flash_attn_installed']}, "
-           f"harness {ver['git_revision']}. Random weights from the published configurations; `resadapt` with a "
+           f"harness {ver['git_revision']}. Random weights from the published configurations; `resadapt-budget` with a "
            f"freshly initialised allocator head. Decoder: {report['video']['decoder']}. Complete: {report['complete']}"
            + (f" (skipped: {', '.join(report['skipped'])})" if report["skipped"] else "") + ".", "",
            "| backbone | frames | vanilla tokens | peak GPU MiB | decode | preprocess | encode | prefill | "
@@ -736,7 +736,7 @@ def markdown(report: dict[str, Any]) -> str:
     target = goals["vanilla_prefill_mfu_min"]
     out += ["", f"Goals: outside the model at most {pct(goals['outside_share_with_prefetch_max'])} with prefetch; "
             f"planner at most {pct(goals['planner_over_backbone_max'])} of the backbone's time (the largest over "
-            f"resadapt's budgets is shown); vanilla prefill MFU at least {pct(target['value'])} on "
+            f"resadapt-budget's budgets is shown); vanilla prefill MFU at least {pct(target['value'])} on "
             f"{target['backbone']} at {target['frames']} frames. Stage times are medians in seconds, for vanilla.", ""]
     for b in report["backbones"]:
         for g in b.get("groups", []):
