@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test test-acceptance test-lmms gpu-check check-baseline check baseline-results reference-results \
-	demo frontier bundled-model reference-model bundled-allocator reference-allocator clean
+	resadapt-findings demo frontier bundled-model reference-model bundled-allocator reference-allocator clean
 
 install: $(STAMP)
 
@@ -78,6 +78,11 @@ reference-results: baseline-results
 # a planner can only move resolution there by dropping), thumbnails at half the vanilla side.
 ALLOCATOR_RECIPE := --task probe-videoqa --task probe-longvideo --budgets 0.25 \
 	--task-drop probe-videoqa=topk:1 --task-drop probe-longvideo=topk:8 --thumb-scale 0.5 --steps 2000
+
+# The bundled resadapt allocator on the probes' test splits, against uniform-scale, written to a dated
+# docs/findings/<date>-resadapt.md (about 20 minutes on 2 CPU cores).
+resadapt-findings: install
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/resadapt_findings.py
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval demo

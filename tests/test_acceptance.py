@@ -204,7 +204,7 @@ def test_a_researchers_day(tmp_path):
     # 3. Data in the benchmarks' layouts, and a user's own card.
     _data(inst)
 
-    # 4. An allocator for the Qwen2.5-VL stand-in.
+    # 4. A resadapt-budget allocator for the Qwen2.5-VL stand-in (resadapt's bundled one plans for any backbone).
     allocator = tmp_path / "allocators" / "qwen25-standin"
     inst.run("train-allocator", "--backbone", qwen25, "--task", "probe-videoqa", "--out", str(allocator),
              "--steps", "4", "--group", "2", "--train-samples", "8", "--no-progress")
@@ -217,14 +217,15 @@ def test_a_researchers_day(tmp_path):
     # user's card. (The README's grid verbatim runs in tests/test_sweep_grid.py; here it is kept small
     # because every command goes through a fresh interpreter.)
     strategies = json.loads(inst.run("list", "strategies", "--json").stdout)
-    assert {"vanilla", "uniform-scale", "uniform-frames", "fastv", "resadapt", "visionzip"} <= set(strategies)
+    assert {"vanilla", "uniform-scale", "uniform-frames", "fastv", "resadapt", "resadapt-budget", "visionzip"} <= set(strategies)
     grid = {"tasks": ["my-videoqa", "longvideobench"], "strategies": [*strategies, "fastv+layer=1"],
             "budgets": [0.25, 1.0], "frames": [8], "backbone": qwen25, "allocator": str(allocator)}
     (inst.cwd / "sweep.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
     res = inst.run("sweep", "--config", "sweep.yaml", "--limit", "1", "--out", "results", "--no-progress")
     n_grid = 2 * (len(strategies) + 1) * 2
     assert f"{n_grid} configurations in" in res.stdout, res.stdout[-2000:]
-    # The Qwen3-VL stand-in has no allocator: resadapt there fails before anything runs ...
+    # The sweep-wide allocator went to resadapt-budget only (resadapt plans with its own bundled allocator,
+    # for any backbone). The Qwen3-VL stand-in has no resadapt-budget allocator: that fails before anything runs ...
     grid3 = {**grid, "tasks": ["my-videoqa"], "backbone": qwen3}
     grid3.pop("allocator")
     (inst.cwd / "sweep3.yaml").write_text(yaml.safe_dump(grid3, sort_keys=False))
@@ -232,8 +233,8 @@ def test_a_researchers_day(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "--allocator" in lines[0], res.stderr
     assert not (inst.cwd / "results/my-videoqa/Qwen3-VL-8B-Instruct").exists()
-    # ... and every other strategy runs on it.
-    grid3["strategies"] = [s for s in grid3["strategies"] if not s.startswith("resadapt")]
+    # ... and every other strategy runs on it, resadapt included.
+    grid3["strategies"] = [s for s in grid3["strategies"] if not s.startswith("resadapt-budget")]
     (inst.cwd / "sweep3.yaml").write_text(yaml.safe_dump(grid3, sort_keys=False))
     inst.run("sweep", "--config", "sweep3.yaml", "--limit", "1", "--out", "results", "--no-progress")
 
@@ -243,16 +244,16 @@ def test_a_researchers_day(tmp_path):
         for strategy in [*strategies, "fastv+layer=1"]:
             for task, backbone in [("my-videoqa", "Qwen2.5-VL-7B-Instruct"), ("longvideobench", "Qwen2.5-VL-7B-Instruct"),
                                    ("my-videoqa", "Qwen3-VL-8B-Instruct")]:
-                if strategy.startswith("resadapt"):
+                if strategy.startswith("resadapt-budget"):
                     if backbone.startswith("Qwen2.5"):  # labelled with its allocator
-                        assert any(k[:2] == (task, backbone) and k[2].startswith("resadapt+allocator=qwen25-standin")
+                        assert any(k[:2] == (task, backbone) and k[2].startswith("resadapt-budget+allocator=qwen25-standin")
                                    and k[3] == budget for k in runs), (task, strategy, budget, labels)
                     continue
                 assert (task, backbone, strategy, budget) in runs, (task, backbone, strategy, budget, labels)
-    assert len(runs) == n_grid + 2 * len(strategies)  # Qwen3: every strategy but resadapt, plus fastv+layer=1
+    assert len(runs) == n_grid + 2 * len(strategies)  # Qwen3: every strategy but resadapt-budget, plus fastv+layer=1
     for directory in runs.values():
         _check_run(directory, 1)
-    alloc_runs = [d for k, d in runs.items() if k[2].startswith("resadapt")]
+    alloc_runs = [d for k, d in runs.items() if k[2].startswith("resadapt-budget")]
     assert len(alloc_runs) == 4 and all(str(allocator) in json.dumps(json.loads((d / rec.MANIFEST).read_text())["config"])
                                         for d in alloc_runs)
     layer1 = json.loads((runs[("my-videoqa", "Qwen3-VL-8B-Instruct", "fastv+layer=1", "b0.25-f8")] / rec.MANIFEST)

@@ -20,7 +20,7 @@ def test_trust_remote_code_reaches_a_strategy_that_takes_it():
     budget_strategy = STRATEGIES.get("resadapt-budget")
     opts = strategy_options(budget_strategy, {"allocator": str(BUNDLED["tiny-bundled"])}, trust_remote_code=True)
     assert opts == {"allocator": str(BUNDLED["tiny-bundled"]), "trust_remote_code": True}
-    assert resadapt(**opts).trust_remote_code is True
+    assert budget_strategy(**opts).trust_remote_code is True
     assert strategy_options(STRATEGIES.get("uniform-scale"), {}, trust_remote_code=True) == {}
     assert strategy_options(STRATEGIES.get("fastv"), {"layer": "3"}) == {"layer": 3}  # YAML, as --strategy-option
     with pytest.raises(ValueError, match="has no option lyer"):

@@ -15,6 +15,7 @@ from resadapt_eval.allocator.frame_policy import FramePolicy
 from resadapt_eval.core.budget import Budget, Geometry
 from resadapt_eval.core.strategy import Context
 from resadapt_eval.core.types import Frames, Sample, UserError
+from resadapt_eval.pipeline.store import SAMPLES, read_records
 from resadapt_eval.strategies.resadapt import ResAdapt, frame_plan
 from resadapt_eval.training.capo import (CapoConfig, capo_advantages, concentration_loss, normalized_cost,
                                          pivot_center)
@@ -190,3 +191,25 @@ def test_cached_rollout_input_equals_the_processors(backbone25):
     answers = b.sample_answers(frame_plan(ctx, [1.0] * 6), ctx.frames, ctx.sample.prompt, 4, 2, 1.0,
                                torch.Generator().manual_seed(0), cache)
     assert len(answers) == 2
+
+
+# -- original checkpoints ---------------------------------------------------------------------------
+
+from test_resadapt_budget import run_cli, smol_folder, videoqa  # noqa: E402,F401  (shared fixtures)
+
+
+def test_an_original_allocator_runs_as_the_original_evaluates_it(smol_folder, videoqa, tmp_path):
+    """max_frames = the frames the backbone gets and min/max scale reach its config before it loads; its
+    per-frame scales become chunk means and nothing is projected onto the budget."""
+    res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy",
+                  "resadapt+min_scale=0.5+max_scale=1.0", "--allocator", str(smol_folder), "--trust-remote-code",
+                  "--budget", "0.1", "--limit", "2", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    run = next(tmp_path.glob("probe-videoqa/tiny-bundled/resadapt+*/b0.1-f8"))
+    for r in read_records(run / SAMPLES):
+        scales = r["plan"]["scales"]
+        assert r["error"] is None and len(scales) == 4 and min(scales) >= 0.5 - 1e-6 and max(scales) <= 1.0 + 1e-6
+        assert r["tokens"] > r["limit"]  # spent what it chose: at least 0.5 per side is over 0.1 of the tokens
+    refused = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
+                      "--allocator", str(smol_folder), "--budget", "0.25", "--out", str(tmp_path / "x"))
+    assert refused.exit_code == 2 and "--trust-remote-code" in refused.output

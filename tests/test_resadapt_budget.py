@@ -86,7 +86,7 @@ def test_a_saved_allocator_runs_and_its_cost_is_in_every_record(videoqa, tmp_pat
     res = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt-budget",
                   "--allocator", str(folder), "--budget", "0.25", "--out", str(tmp_path / "out"))
     assert res.exit_code == 0, res.output
-    run = next((tmp_path / "out").glob("probe-videoqa/tiny-bundled/resadapt+allocator=alloc@*/b0.25-f8"))
+    run = next((tmp_path / "out").glob("probe-videoqa/tiny-bundled/resadapt-budget+allocator=alloc@*/b0.25-f8"))
     records = read_records(run / SAMPLES)
     assert len(records) == 6
     for r in records:
@@ -181,7 +181,7 @@ def test_smol_allocator_scales_go_through_the_same_projection(smol_folder, video
                   "--allocator", str(smol_folder), "--trust-remote-code", "--budget", "0.25", "--limit", "3",
                   "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
-    run = next(tmp_path.glob("probe-videoqa/tiny-bundled/resadapt+*/b0.25-f8"))
+    run = next(tmp_path.glob("probe-videoqa/tiny-bundled/resadapt-budget+*/b0.25-f8"))
     from resadapt_eval.pipeline.media import load_frames
 
     for r in read_records(run / SAMPLES):

@@ -71,7 +71,10 @@ def test_the_allocator_flag_goes_to_resadapt_entries_that_name_none(tmp_path):
     assert specs[2].options["allocator"] == str(b)
     # two folders of one name: two run directories, each named by the folder and its place
     assert specs[1].label != specs[2].label
-    assert re.fullmatch(r"resadapt\+allocator=mine@[0-9a-f]{8}\+trust_remote_code=True", specs[1].label)
+    assert re.fullmatch(r"resadapt-budget\+allocator=mine@[0-9a-f]{8}\+trust_remote_code=True", specs[1].label)
+    # a sweep-wide allocator goes only to the strategies that load its kind: resadapt keeps its own
+    mixed = expand(["resadapt", "resadapt-budget"], allocator=str(a))
+    assert mixed[0] == StrategySpec("resadapt", {}) and mixed[1].options["allocator"] == str(a)
     # the same folder written relative or absolute: one directory
     os.chdir(tmp_path)
     assert strategy_label("resadapt-budget", {"allocator": "a/mine"}) == strategy_label("resadapt-budget", {"allocator": str(a)})
@@ -81,7 +84,7 @@ def test_the_allocator_flag_goes_to_resadapt_entries_that_name_none(tmp_path):
     (["fastv+depth=2"], {}, None, "strategy 'fastv' has no option depth (its options: layer, frame_share)"),
     (["fastv+layer=0"], {}, None, "layer must be an integer >= 1"),
     (["uniform-scale", "fastv"], {"keep": 2}, None, "--strategy-option keep: no strategy of uniform-scale, fastv"),
-    (["uniform-scale"], {}, ".", "--allocator only applies to resadapt"),
+    (["uniform-scale"], {}, ".", "is for resadapt or resadapt-budget, which is not among uniform-scale"),
     (["nosuch"], {}, None, "unknown strategy 'nosuch'"),
     (["=2"], {}, None, "is not NAME or NAME+KEY=VALUE"),
     ([], {}, None, "no strategy to run"),
@@ -128,7 +131,7 @@ def test_a_sweep_grid_runs_strategy_options_into_their_own_directories(videoqa, 
 
 @pytest.mark.parametrize("args, message", [
     (["--strategies", "fastv+depth=2"], "has no option depth"),
-    (["--strategies", "uniform-scale", "--allocator", "."], "--allocator only applies to resadapt"),
+    (["--strategies", "uniform-scale", "--allocator", "."], "is for resadapt or resadapt-budget, which is not among uniform-scale"),
     (["--strategies", "uniform-scale", "--strategy-option", "layer=2"], "--strategy-option layer: no strategy"),
     (["--strategies", "uniform-scale", "--frames", "8,x"], "--frames wants comma-separated frame counts"),
     (["--strategies", "uniform-scale", "--budgets", "0.25,lots"], "lots"),

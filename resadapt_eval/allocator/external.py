@@ -66,7 +66,9 @@ class ExternalPolicy:
         frames = [Image.fromarray(np.asarray(f)) for f in ctx.frames.pixels]
         media = {"type": "image", "image": frames[0]} if ctx.frames.kind == "image" else \
             {"type": "video", "video": frames}
-        conversation = [{"role": "user", "content": [media, {"type": "text", "text": ctx.sample.prompt}]}]
+        # the original reads the user's question alone (it strips system messages and media)
+        question = ctx.sample.question or ctx.sample.prompt
+        conversation = [{"role": "user", "content": [media, {"type": "text", "text": question}]}]
         out = self.model.scale_multi_modal(messages=[conversation], eval_mode=True)
         scales = torch.as_tensor(out["scales"])[0]
         mask = out.get("scale_mask")
@@ -84,13 +86,18 @@ def refuse_untrusted(path: str | Path, trust_remote_code: bool) -> None:
                         f"it runs only with --trust-remote-code (read its modeling files first)")
 
 
-def load_external(path: str | Path, trust_remote_code: bool) -> ExternalPolicy:
+def load_external(path: str | Path, trust_remote_code: bool, overrides: dict | None = None) -> ExternalPolicy:
+    """Load an original allocator; `overrides` (max_frames, min_scale, max_scale) are set on its config
+    before the weights load, as the original evaluation does (resadapt.md section 1.2)."""
     path = Path(path)
     refuse_untrusted(path, trust_remote_code)
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     try:
-        model = AutoModel.from_pretrained(str(path), trust_remote_code=True)
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+        for key, value in (overrides or {}).items():
+            setattr(config, key, value)
+        model = AutoModel.from_pretrained(str(path), config=config, trust_remote_code=True)
     except (OSError, ValueError, ImportError) as e:
         raise UserError(f"could not load the smol_allocator in {path}: {str(e).splitlines()[0]}") from None
     if not hasattr(model, "scale_multi_modal"):

@@ -113,9 +113,16 @@ class BetaHead(nn.Module):
 
 
 def head_type(directory: str | Path) -> str:
-    """The model_type an allocator folder's config names ('' when it has none)."""
-    path = Path(directory) / CONFIG_NAME
-    return json.loads(path.read_text()).get("model_type", "") if path.is_file() else ""
+    """The model_type an allocator folder's config names (allocator_config.json, else an original
+    ResAdapt folder's config.json; '' when it has neither or they do not parse)."""
+    for name in (CONFIG_NAME, "config.json"):
+        path = Path(directory) / name
+        if path.is_file():
+            try:
+                return str(json.loads(path.read_text()).get("model_type", ""))
+            except json.JSONDecodeError:
+                return ""
+    return ""
 
 
 class AllocatorHead(BetaHead):

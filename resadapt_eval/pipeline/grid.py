@@ -87,6 +87,17 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def takes_allocator(name: str, allocator: str) -> bool:
+    """Whether strategy `name` loads the kind of allocator folder `allocator` is (its class's
+    `allocator_kinds`, model types of allocator configs; a strategy that names none takes any), so a
+    sweep-wide --allocator goes only to the strategies it was trained for."""
+    from resadapt_eval.allocator.model import head_type
+
+    kinds = getattr(STRATEGIES.get(name), "allocator_kinds", None)
+    kind = head_type(allocator)
+    return kinds is None or not kind or kind in kinds  # an unknown folder: the strategy's own check speaks
+
+
 def expand(entries: list[str | StrategySpec], common: dict[str, Any] | None = None, allocator: str | None = None,
            trust_remote_code: bool = False) -> list[StrategySpec]:
     """The grid's strategies with their options settled and checked.
@@ -108,7 +119,7 @@ def expand(entries: list[str | StrategySpec], common: dict[str, Any] | None = No
         options = {k: v for k, v in common.items() if k in accepted}
         used.update(options)
         options.update(spec.options)
-        if allocator is not None and "allocator" in accepted:
+        if allocator is not None and "allocator" in accepted and takes_allocator(spec.name, allocator):
             used.add("allocator")
             options.setdefault("allocator", allocator)
         if trust_remote_code and options.get("allocator") and "trust_remote_code" in accepted:
@@ -121,7 +132,9 @@ def expand(entries: list[str | StrategySpec], common: dict[str, Any] | None = No
         raise UserError(f"--strategy-option {', '.join(unused)}: no strategy of {', '.join(s.name for s in specs)} "
                         f"has this option")
     if allocator is not None and "allocator" not in used:
-        raise UserError(f"--allocator only applies to resadapt and resadapt-budget (it is not among {', '.join(s.name for s in specs)})")
+        owners = [n for n in STRATEGIES.names() if "allocator" in accepted_options(n) and takes_allocator(n, allocator)]
+        raise UserError(f"--allocator {allocator} is for {' or '.join(owners) or 'no strategy'}, which is not among "
+                        f"{', '.join(s.name for s in specs)}")
     labels: dict[str, StrategySpec] = {}
     for spec in out:
         other = labels.setdefault(spec.label, spec)

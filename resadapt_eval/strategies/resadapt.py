@@ -25,7 +25,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from resadapt_eval.allocator.external import chunk_scales
+from resadapt_eval.allocator.external import chunk_scales, is_external, load_external, refuse_untrusted
 from resadapt_eval.allocator.model import CONFIG_NAME, WEIGHTS_NAME, head_type
 from resadapt_eval.core.strategy import Context, even_plan
 from resadapt_eval.core.types import Plan, UserError
@@ -61,18 +61,22 @@ def frame_plan(ctx: Context, frame_scales: list[float]) -> Plan:
 @register("resadapt")
 class ResAdapt:
     name = "resadapt"
+    allocator_kinds = ("resadapt_eval_frame_allocator", "smol_allocator")
 
     def __init__(self, allocator: str | None = None, encoder: str | None = None, steer: str | None = None,
                  min_scale: float | None = None, max_scale: float | None = None, action: str | None = None,
                  trust_remote_code: bool = False):
         self.path = Path(allocator) if allocator else BUNDLED
-        if allocator and head_type(self.path) != "resadapt_eval_frame_allocator":
+        self.external = bool(allocator) and is_external(self.path)
+        if self.external:
+            refuse_untrusted(self.path, trust_remote_code)
+        elif allocator and head_type(self.path) != "resadapt_eval_frame_allocator":
             kind = head_type(self.path) or "no allocator_config.json"
             hint = " (a resadapt-budget allocator: use --strategy resadapt-budget)" if kind == "resadapt_eval_allocator" \
                 else ""
             raise UserError(f"allocator {allocator!r} is not a resadapt allocator ({kind}){hint}; train one with "
                             f"`resadapt-eval train-resadapt`")
-        if allocator and not (self.path / WEIGHTS_NAME).is_file():
+        if allocator and not self.external and not (self.path / WEIGHTS_NAME).is_file():
             raise UserError(f"allocator {allocator!r} has no {WEIGHTS_NAME}; train one with `resadapt-eval train-resadapt`")
         if steer not in (None, *STEERS):
             raise UserError(f"strategy option steer must be one of {', '.join(STEERS)}, got {steer!r}")
@@ -84,21 +88,25 @@ class ResAdapt:
             raise UserError(f"strategy option action must be mean or mode, got {action!r}")
         if steer == "remap" and min_scale is not None:
             raise UserError("steer=remap computes the range from the budget; drop it or min_scale/max_scale")
+        if self.external and steer == "remap":
+            raise UserError("an original smol_allocator records no trained cost level; use steer=none or "
+                            "min_scale=/max_scale= (the original's test-time knob)")
         self.encoder = encoder
-        self.steer = "none" if min_scale is not None else (steer or "remap")
+        self.steer = "none" if min_scale is not None or self.external else (steer or "remap")
         self.range = None if min_scale is None else (float(min_scale), float(max_scale))
         self.action = action
         self.trust_remote_code = trust_remote_code
         self._policy = None
+        self._originals: dict[int, object] = {}
 
     def check_backbone(self, name: str, folder: Path | None = None) -> None:
         """The allocator does not depend on the backbone; it only has to exist."""
-        if not (self.path / CONFIG_NAME).is_file():
+        if not (self.path / CONFIG_NAME).is_file() and not self.external:
             raise UserError(f"no resadapt allocator at {self.path}; train one with `resadapt-eval train-resadapt` "
                             f"and pass --allocator FOLDER")
 
     def _config(self) -> dict:
-        return json.loads((self.path / CONFIG_NAME).read_text())
+        return json.loads((self.path / ("config.json" if self.external else CONFIG_NAME)).read_text())
 
     def describe(self, backbone) -> dict:
         """Digests of the allocator's weights and its config (without the training log) for the config
@@ -130,8 +138,23 @@ class ResAdapt:
                             f"steer=none or min_scale=/max_scale=")
         return math.sqrt((ctx.limit / ctx.vanilla_tokens) / float(level))
 
+    def original(self, n_frames: int):
+        """An original ResAdapt allocator, loaded as its evaluation loads it: max_frames = the frames the
+        backbone gets, and min/max scale when given (one load per frame count)."""
+        if n_frames not in self._originals:
+            overrides: dict = {"max_frames": n_frames}
+            if self.range is not None:
+                overrides.update(min_scale=self.range[0], max_scale=self.range[1])
+            self._originals[n_frames] = load_external(self.path, self.trust_remote_code, overrides)
+        return self._originals[n_frames]
+
     def frame_scales(self, ctx: Context) -> tuple[list[float], float, float]:
         """(per-frame scales after steering, planner FLOPs, planner seconds)."""
+        if self.external:  # its scales come per chunk (means of its per-frame ones); its range is set on load
+            proposal = self.original(ctx.frames.count).propose(ctx)
+            step = 1 if ctx.frames.kind == "image" else ctx.geometry.temporal_patch_size
+            per_frame = [proposal.scales[i // step] for i in range(ctx.frames.count)]
+            return per_frame, proposal.flops, proposal.seconds
         policy = self.policy()
         question = ctx.sample.question or ctx.sample.prompt
         proposal = policy.propose(ctx.frames.pixels, question)

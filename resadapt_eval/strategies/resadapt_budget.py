@@ -85,6 +85,7 @@ def kept_chunks(scales: list[float], mode: str, value: float) -> list[int]:
 @register("resadapt-budget")
 class ResAdaptBudget:
     name = "resadapt-budget"
+    allocator_kinds = ("resadapt_eval_allocator", "smol_allocator")
 
     def __init__(self, allocator: str | None = None, action: str | None = None, drop: str | None = None,
                  fit: str | None = None, trust_remote_code: bool = False):
