@@ -61,7 +61,7 @@ check: check-baseline
 # Regenerate the committed baseline runs (after retraining the bundled model or allocator, on purpose
 # only): uniform-scale on the four probes, and the bundled allocator on the two it was trained for.
 # `reference-results` is its former name.
-BASELINE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math
+BASELINE_TASKS := probe-videoqa,probe-longvideo,probe-grounding,probe-math,probe-which
 baseline-results: install
 	rm -rf results/baseline
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval sweep --tasks $(BASELINE_TASKS) --strategies uniform-scale \
@@ -103,7 +103,7 @@ reference-model: bundled-model
 # The bundled `resadapt` allocator's recipe (the published method): CAPO in free mode on the question-
 # dependent probe and the long-video probe, rollouts answered by tiny-bundled, its own encoder tiny-bundled.
 RESADAPT_TASKS := probe-longvideo,probe-which
-RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 600
+RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 600 --train-samples 96
 
 # Retrain both bundled allocators with CAPO: resadapt-budget's for tiny-bundled, and resadapt's (which
 # plans for any backbone). Each prints its time; docs/bundled.md has the measured total.

@@ -57,7 +57,20 @@ def main(argv: list[str] | None = None) -> int:
               f"x {trained.get('answers')} answers at temperature {trained.get('temperature')}, cost `{trained.get('cost')}` "
               f"(pivot centre {trained.get('pivot_center', float('nan')):.4f})",
               "- cost level of its own action (mean retention on training prompts): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in (trained.get("cost_levels") or {}).items()), ""]
+              + ", ".join(f"{k} {v:.3f}" for k, v in (trained.get("cost_levels") or {}).items()), "",
+              "Its training, from `history.jsonl` (means over windows of 100 prompts of each task; evidence ratio = "
+              "the mean action on the evidence chunk's frames over the mean action on all frames, 1.00 = no "
+              "preference):", "", "| task | prompts | reward | retention | mean scale | evidence ratio |",
+              "|---|---|---:|---:|---:|---:|"]
+    history = [json.loads(line) for line in (BUNDLED / "history.jsonl").read_text().splitlines() if line.strip()]
+    for task in sorted({h["task"] for h in history}):
+        rows = [h for h in history if h["task"] == task]
+        for i in range(0, len(rows), 100):
+            w = rows[i:i + 100]
+            mean = lambda key: sum(h.get(key, float("nan")) for h in w) / len(w)  # noqa: E731
+            lines.append(f"| {task} | {i + 1}-{i + len(w)} | {mean('reward'):.3f} | {mean('cost'):.2f} | "
+                         f"{mean('mean_scale'):.2f} | {mean('evidence_ratio'):.3f} |")
+    lines.append("")
     for task in TASKS:
         rows = runs[runs["task"] == task].sort_values(["strategy", "retention"])
         lines += [f"## {task}", "", "| strategy | budget | retention | score | 95% CI | target-chunk share |"

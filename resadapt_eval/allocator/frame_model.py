@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resadapt_eval.allocator.model import EVAL_ACTIONS, BetaHead
+from resadapt_eval.allocator.model import BetaHead, check_action_range
 
 N_SIGNALS = 5
 
@@ -47,10 +47,7 @@ class FrameAllocatorConfig:
     encoder_fingerprint: str = ""    # sha256 of the encoder's weights when trained (checked on load)
 
     def __post_init__(self) -> None:
-        if self.eval_action not in EVAL_ACTIONS:
-            raise ValueError(f"eval_action must be one of {EVAL_ACTIONS}, got {self.eval_action!r}")
-        if not 0 < self.min_scale < self.max_scale:
-            raise ValueError(f"need 0 < min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
+        check_action_range(self)
 
 
 class FrameLayer(nn.Module):

@@ -38,10 +38,15 @@ class AllocatorConfig:
     thumb_scale: float = 0.5         # thumbnails the frozen encoder sees, as a per-side share of vanilla
 
     def __post_init__(self) -> None:
-        if self.eval_action not in EVAL_ACTIONS:
-            raise ValueError(f"eval_action must be one of {EVAL_ACTIONS}, got {self.eval_action!r}")
-        if not 0 < self.min_scale < self.max_scale:
-            raise ValueError(f"need 0 < min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
+        check_action_range(self)
+
+
+def check_action_range(config) -> None:
+    """A policy config's evaluation action and scale range, checked (both allocator configs share them)."""
+    if config.eval_action not in EVAL_ACTIONS:
+        raise ValueError(f"eval_action must be one of {EVAL_ACTIONS}, got {config.eval_action!r}")
+    if not 0 < config.min_scale < config.max_scale:
+        raise ValueError(f"need 0 < min_scale < max_scale, got {config.min_scale}, {config.max_scale}")
 
 
 class BetaHead(nn.Module):
