@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep(base, list(TASKS), ["uniform-scale"], list(UNIFORM_BUDGETS))
     runs = load_runs(args.out)
     lines = [f"# The bundled `resadapt` allocator on the test splits ({dt.date.today().isoformat()})", "",
-             f"Produced by `python scripts/resadapt_findings.py` (`make resadapt-findings`); backbone tiny-bundled, "
+             "Command: `make resadapt-findings` (`python scripts/resadapt_findings.py`)", "",
+             f"Backbone tiny-bundled, "
              f"test splits, {int(runs['n'].max())} samples per run. `resadapt`'s budget steers its scale range "
              "(`steer=remap`); it spends what its policy chooses, so each run is placed at its retention.", ""]
     config = json.loads((BUNDLED / "allocator_config.json").read_text())
