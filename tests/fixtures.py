@@ -52,3 +52,48 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def encode_box_video(path, codec: str, options: dict, n: int = 48, h: int = 64, w: int = 96, fps: int = 10,
+                     vfr: bool = False):
+    """A real encoded video of moving boxes (`synth.box_frames`) with PyAV; `vfr` spaces the frames 50,
+    100 or 150 ms apart (seeded). Skips the test when this PyAV build has no such encoder."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+    import pytest
+
+    from resadapt_eval.probes.synth import box_frames
+
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:
+        pytest.skip(f"PyAV has no {codec} encoder here")
+    rng, pts = np.random.default_rng(1), 0
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", dict(options)
+        if vfr:
+            s.codec_context.time_base = Fraction(1, 1000)
+        for img in box_frames(n, h, w):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if vfr:
+                frame.pts, frame.time_base = pts, Fraction(1, 1000)
+                pts += int(rng.choice([50, 100, 150]))
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def full_decode(path):
+    """Every frame of `path` decoded by PyAV from the start (rotation applied): the reference pixels."""
+    import av
+    import numpy as np
+
+    from resadapt_eval.pipeline import media
+
+    with av.open(str(path)) as c:
+        return np.stack([media._rgb(f) for f in c.decode(c.streams.video[0])])

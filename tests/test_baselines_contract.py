@@ -16,26 +16,11 @@ from resadapt_eval.backbones.pyramid import pyramid_schedule
 from resadapt_eval.backbones.reduction import VisualTokens, reduce_visual
 from resadapt_eval.cli import main
 from resadapt_eval.pipeline import store as rec
-from test_pruning import PROMPT, encoded, ordered_subset, plan_for
+from test_pruning import PROMPT, encoded, frames, media, ordered_subset, plan_for  # noqa: F401 (fixtures)
 
 PRE_LLM = ["flashvid", "vidcom2", "divprune"]
 NEW = PRE_LLM + ["pyramiddrop"]
 FAMILIES = ["backbone25", "backbone3"]
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory):
-    from fixtures import write_video
-    from resadapt_eval.pipeline.media import load_video
-    path = write_video(tmp_path_factory.mktemp("v") / "clip.mp4", n_frames=40, height=150, width=210, seed=3)
-    return load_video(path, 8)
-
-
-@pytest.fixture(scope="module")
-def media(frames):
-    from PIL import Image
-    from resadapt_eval.pipeline.media import load_image
-    return {"video": frames, "image": load_image(Image.fromarray(frames.pixels[0]))}
 
 
 @pytest.mark.slow

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
+from fixtures import encode_box_video, full_decode
 from resadapt_eval.pipeline import media
 from resadapt_eval.pipeline.media import load_video, uniform_indices
-from resadapt_eval.probes.synth import box_frames
 
 needs_torchcodec = pytest.mark.skipif(not media.have_torchcodec(),
                                       reason="torchcodec needs the system FFmpeg (apt-get install ffmpeg)")
@@ -29,42 +27,14 @@ CODECS = {  # name: (encoder, container suffix, encoder options)
 }
 
 
-def _encode(path, codec, options, n=48, h=64, w=96, fps=10, vfr=False):
-    try:
-        av.codec.Codec(codec, "w")
-    except Exception:
-        pytest.skip(f"PyAV has no {codec} encoder here")
-    rng, pts = np.random.default_rng(1), 0
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", dict(options)
-        if vfr:
-            s.codec_context.time_base = Fraction(1, 1000)
-        for img in box_frames(n, h, w):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if vfr:
-                frame.pts, frame.time_base = pts, Fraction(1, 1000)
-                pts += int(rng.choice([50, 100, 150]))
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-def _full_decode(path):
-    with av.open(str(path)) as c:
-        return np.stack([media._rgb(f) for f in c.decode(c.streams.video[0])])
-
-
 @needs_torchcodec
 @pytest.mark.parametrize("name", CODECS)
-def test_torchcodec_and_auto_equal_a_full_decode(tmp_path, name):
+def test_torchcodec_and_auto_equal_afull_decode(tmp_path, name):
     """torchcodec is exact on every codec and container here but MPEG-TS, where it (and decord) land on
     wrong frames; `auto` reads TS with PyAV first, so `auto` is exact everywhere."""
     codec, suffix, options = CODECS[name]
-    path = _encode(tmp_path / f"v{suffix}", codec, options)
-    full = _full_decode(path)
+    path = encode_box_video(tmp_path / f"v{suffix}", codec, options)
+    full = full_decode(path)
     assert len(full) == 48
     for n in (1, 5, 16, 48):
         auto = load_video(path, n)
@@ -83,7 +53,7 @@ def test_torchcodec_and_auto_equal_a_full_decode(tmp_path, name):
 def test_all_backends_agree(tmp_path, name):
     """Pixel-identical, except decord on HEVC with B-frames: it lands a frame off on some samples."""
     codec, suffix, options = CODECS[name]
-    path = _encode(tmp_path / f"v{suffix}", codec, options)
+    path = encode_box_video(tmp_path / f"v{suffix}", codec, options)
     frames = {b: load_video(path, 7, backend=b) for b in ("torchcodec", "decord", "pyav")}
     ref = frames["torchcodec"]
     for b, f in frames.items():
@@ -96,8 +66,8 @@ def test_all_backends_agree(tmp_path, name):
 def test_variable_frame_rate_is_exact_by_decode_order(tmp_path):
     """VFR: torchcodec numbers frames in decode order, like a full decode (PyAV's seek path may land a
     frame or two off there; see test_media)."""
-    path = _encode(tmp_path / "vfr.mp4", "libx264", CODECS["h264-mp4"][2], vfr=True)
-    full = _full_decode(path)
+    path = encode_box_video(tmp_path / "vfr.mp4", "libx264", CODECS["h264-mp4"][2], vfr=True)
+    full = full_decode(path)
     for n in (4, 16, 48):
         got = load_video(path, n, backend="torchcodec")
         assert np.array_equal(got.pixels, full[got.indices])
@@ -106,7 +76,7 @@ def test_variable_frame_rate_is_exact_by_decode_order(tmp_path):
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command to tag rotation")
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_rotation_metadata_is_applied_by_every_backend(tmp_path, degrees):
-    src = _encode(tmp_path / "src.mp4", "libx264", CODECS["h264-mp4"][2])
+    src = encode_box_video(tmp_path / "src.mp4", "libx264", CODECS["h264-mp4"][2])
     path = tmp_path / f"rot{degrees}.mp4"
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-c", "copy",
                     "-metadata:s:v:0", f"rotate={degrees}", str(path)], check=True)
@@ -119,6 +89,6 @@ def test_rotation_metadata_is_applied_by_every_backend(tmp_path, degrees):
 
 @needs_torchcodec
 def test_auto_tries_torchcodec_first(tmp_path):
-    path = _encode(tmp_path / "v.mp4", "libx264", CODECS["h264-mp4"][2])
+    path = encode_box_video(tmp_path / "v.mp4", "libx264", CODECS["h264-mp4"][2])
     assert load_video(path, 4).backend == "torchcodec"
     assert media.auto_backends("x.ts")[:2] == ["pyav", "torchcodec"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures import write_video
+from fixtures import encode_box_video, full_decode, write_video
 from resadapt_eval.pipeline.media import load_image, load_video, uniform_indices
 from resadapt_eval.core.types import SampleError
 
@@ -64,13 +64,6 @@ class _Counting:
             yield frame
 
 
-def _full_decode(path):
-    import av
-
-    with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
-
-
 def _remux(src, dst, offset=0):
     """The same packets in another container (mkv, MPEG-TS: no stored frame count), pts shifted by `offset`."""
     import av
@@ -87,11 +80,11 @@ def _remux(src, dst, offset=0):
 
 
 @pytest.mark.parametrize("options", [None, {"g": "12"}, {"g": "12", "bf": "0"}], ids=["default-gop", "g12", "g12-no-b"])
-def test_pyav_seeks_to_exactly_the_frames_of_a_full_decode(tmp_path, options):
+def test_pyav_seeks_to_exactly_the_frames_of_afull_decode(tmp_path, options):
     from resadapt_eval.pipeline import media
 
     path = write_video(tmp_path / "v.mp4", n_frames=90, height=48, width=64, fps=10, options=options)
-    full = _full_decode(path)
+    full = full_decode(path)
     assert len(full) == 90 and all(np.abs(full[i].astype(int) - full[i + 1]).mean() > 1 for i in range(89))
     rng = np.random.default_rng(0)
     sets = [list(range(90)), [0], [89], [11, 12, 13], [23, 24, 25], [5, 60], *(
@@ -116,8 +109,8 @@ def test_pyav_seeks_to_exactly_the_frames_of_a_full_decode(tmp_path, options):
 def test_pyav_seek_without_frame_count_or_with_a_late_start(tmp_path, name, offset):
     src = write_video(tmp_path / "src.mp4", n_frames=60, height=48, width=64, fps=10, options={"g": "12"})
     path = _remux(src, tmp_path / name, offset)
-    full = _full_decode(path)
-    assert (full == _full_decode(src)).all()
+    full = full_decode(path)
+    assert (full == full_decode(src)).all()
     for n in (1, 5, 16, 60):
         seek = load_video(path, n, backend="pyav")
         assert seek.total_frames == 60 and seek.indices == uniform_indices(60, n)
@@ -132,26 +125,9 @@ def test_unknown_backend_is_a_clear_error(tmp_path):
 
 def test_pyav_seek_on_variable_frame_rate_takes_nearby_frames(tmp_path):
     """VFR: frame numbers come from timestamps at the average rate, so a frame a little off may be taken."""
-    from fractions import Fraction
-
-    import av
-
-    from resadapt_eval.probes.synth import box_frames
-
-    path, rng, pts = str(tmp_path / "vfr.mp4"), np.random.default_rng(1), 0
-    with av.open(path, "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt, s.options = 64, 48, "yuv420p", {"g": "12", "crf": "23"}
-        s.codec_context.time_base = Fraction(1, 1000)
-        for img in box_frames(60, 48, 64):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            pts += int(rng.choice([50, 100, 150]))
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    full = _full_decode(path)
+    path = str(encode_box_video(tmp_path / "vfr.mp4", "libx264", {"g": "12", "crf": "23"}, n=60, h=48, w=64,
+                                vfr=True))
+    full = full_decode(path)
     for n in (4, 16, 60):
         got = load_video(path, n, backend="pyav")
         assert got.indices == uniform_indices(60, n)

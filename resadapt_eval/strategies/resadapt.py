@@ -98,6 +98,7 @@ class ResAdapt:
         self.trust_remote_code = trust_remote_code
         self._policy = None
         self._originals: dict[int, object] = {}
+        self._level: float | None = None  # the trained cost level, read on first use
 
     def check_backbone(self, name: str, folder: Path | None = None) -> None:
         """The allocator does not depend on the backbone; it only has to exist."""
@@ -132,7 +133,9 @@ class ResAdapt:
         """How much the allocator's scales are multiplied by for this budget (1 with steer=none)."""
         if self.steer == "none":
             return 1.0
-        level = self._config().get("trained", {}).get("cost_level")
+        if self._level is None:  # read once, not per sample
+            self._level = self._config().get("trained", {}).get("cost_level") or 0.0
+        level = self._level
         if not level:
             raise UserError(f"allocator {str(self.path)!r} records no trained cost level; run it with "
                             f"steer=none or min_scale=/max_scale=")
