@@ -128,11 +128,13 @@ def test_sigkill_at_20_random_points_then_resume(tiny25, tmp_path):
     torn = False
     while len(kills) < 20:
         cycles += 1
-        assert cycles <= 40, f"only {len(kills)} kills landed in {cycles} runs: {kills}"
+        # a run may finish before its kill lands (on a fast machine the last records take milliseconds):
+        # such runs are retried, up to 80 in all
+        assert cycles <= 80, f"only {len(kills)} kills landed in {cycles} runs: {kills}"
         before = len(rec.read_records(samples))
         mode = plan[len(kills)]
         if before >= n or mode == "done":
-            mode, delay, target = "done", rng.uniform(0.0, 1.2) * t_first, None
+            mode, delay, target = "done", rng.uniform(0.0, 0.9) * t_first, None
         elif mode == "startup":
             mode, delay, target = "startup", rng.uniform(0.05, 0.85) * t_first, None
         elif mode == "last" or before >= n - 2:
