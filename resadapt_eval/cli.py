@@ -796,6 +796,22 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
 @click.option("--cost", type=click.Choice(["retention", "linear-scale"]), default="retention", show_default=True,
               help="CAPO's cost: the visual tokens actually spent over vanilla's, or the paper's linear mean scale.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-prompts", type=click.IntRange(1), default=1, show_default=True,
+              help="Prompts per optimizer step: their losses are averaged first (the original: 32).")
+@click.option("--init-logit", type=float, default=-10.0, show_default=True,
+              help="The head's start, alpha = beta = softplus(LOGIT) + 1; -10 (the original's) is uniform, "
+                   "and its gradient is tiny there.")
+@click.option("--init-scale", type=float, default=None,
+              help="The start's mean scale per side (default: the middle of the range, as the original).")
+@click.option("--pivot-center", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+              help="CAPO's pivot centre c0 in the paper's linear-scale unit (0.4: a mean scale of 0.92).")
+@click.option("--concentration-weight", type=click.FloatRange(0), default=5e-4, show_default=True,
+              help="Weight of the concentration loss mean(alpha + beta) (the original's `ccen`).")
+@click.option("--cost-penalty", type=click.FloatRange(0), default=0.05, show_default=True,
+              help="lambda_gas, CAPO's plain cost penalty on every allocation (the original's 0.05).")
+@click.option("--no-clamp", is_flag=True,
+              help="Let a correct answer's advantage go negative (the original's `noclamp` tag), so cost "
+                   "pressure acts at any cost level.")
 @click.option("--train-samples", type=click.IntRange(1), default=400, show_default=True,
               help="Training prompts generated per task.")
 @click.option("--task-weight", multiple=True, metavar="TASK=W",
@@ -804,7 +820,7 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
 def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, answers, temperature, cost, lr,
-                   train_samples, task_weight, seed, time_limit, no_progress) -> None:
+                   batch_prompts, init_logit, init_scale, pivot_center, concentration_weight, cost_penalty, no_clamp, train_samples, task_weight, seed, time_limit, no_progress) -> None:
     """Train the `resadapt` allocator (the published method: per-frame scales in [0.2, 2.0] from a
     question-aware policy with its own encoder) with CAPO in free mode over a frozen backbone."""
     from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
@@ -812,6 +828,9 @@ def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, an
     per = _per_task(task_weight, "--task-weight", tasks)
     config = ResAdaptTrainConfig(tasks=list(tasks), backbone=backbone, encoder=encoder, encoder_side=encoder_side,
                                  steps=steps, group=group, answers=answers, temperature=temperature, cost=cost, lr=lr,
+                                 batch_prompts=batch_prompts, init_logit=init_logit, init_scale=init_scale,
+                                 pivot_c0=pivot_center, clamp_correct=not no_clamp,
+                                 concentration_weight=concentration_weight, cost_penalty=cost_penalty,
                                  train_samples=train_samples, task_weights=_task_weights(per, tasks), seed=seed,
                                  time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)

@@ -71,6 +71,17 @@ def test_policy_starts_uniform_on_0_2_to_2_0_with_mean_action_1_1():
     assert torch.allclose(head.act(alpha, beta), torch.tensor(1.1), atol=1e-4)
 
 
+def test_policy_can_start_at_a_chosen_mean_scale():
+    """init_scale sets the start's Beta mean (every frame alike); init_logit sets alpha."""
+    head = small_head(init_logit=-4.0, init_scale=0.6)
+    frames, text = torch.randn(1, 5, 4, 8), torch.randn(1, 3, 8)
+    alpha, beta, _ = head(frames, torch.ones(1, 5, dtype=torch.bool), text, torch.ones(1, 3, dtype=torch.bool))
+    assert torch.allclose(alpha, torch.nn.functional.softplus(torch.tensor(-4.0)) + 1)
+    assert torch.allclose(head.act(alpha, beta), torch.tensor(0.6), atol=1e-4)
+    with pytest.raises(ValueError, match="strictly inside"):
+        small_head(init_scale=2.0)
+
+
 def test_beta_parameters_scale_and_evaluation_action_by_hand():
     head = small_head()
     p = torch.tensor([[[2.0, -4.0], [100.0, -100.0]]])
@@ -213,3 +224,28 @@ def test_an_original_allocator_runs_as_the_original_evaluates_it(smol_folder, vi
     refused = run_cli("--task", "probe-videoqa", "--data-root", str(videoqa), "--strategy", "resadapt",
                       "--allocator", str(smol_folder), "--budget", "0.25", "--out", str(tmp_path / "x"))
     assert refused.exit_code == 2 and "--trust-remote-code" in refused.output
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_short_capo_run_trains_saves_and_plans(tmp_path):
+    """train-resadapt end to end on the bundled backbone: batched updates, the recipe's options recorded,
+    the head's weights moved, and the saved allocator plans through --strategy resadapt."""
+    from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
+
+    config = ResAdaptTrainConfig(tasks=["probe-longvideo"], steps=6, group=2, answers=1, train_samples=3,
+                                 batch_prompts=3, init_logit=-4.0, init_scale=0.6, pivot_c0=0.24,
+                                 clamp_correct=False, cost_penalty=0.5, concentration_weight=0.0, level_prompts=2)
+    meta = train(config, tmp_path / "alloc", progress=False, log=lambda *_: None)
+    trained = meta["trained"]
+    assert trained["prompts"] == 6 and trained["batch_prompts"] == 3 and trained["clamp_correct"] is False
+    assert trained["pivot_center"] == pytest.approx(pivot_center("retention", c0=0.24))
+    history = (tmp_path / "alloc" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 6
+    head = FrameAllocatorHead.load(tmp_path / "alloc")
+    assert head.config.init_scale == 0.6
+    assert float(head.proj[-1].weight.detach().abs().sum()) > 0  # zero at the start: the updates reached it
+    ctx_frames = np.random.default_rng(0).integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
+    scales = FramePolicy.load(tmp_path / "alloc").propose(ctx_frames, "Which texture?").scales
+    assert len(scales) == 8 and all(0.2 <= s <= 2.0 for s in scales)

@@ -18,6 +18,7 @@ Scales are per side, over [0.2, 2.0] by default, so the policy may upscale.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,8 @@ class FrameAllocatorConfig:
     max_scale: float = 2.0
     eval_action: str = "mean"        # the original evaluates the Beta mean (it calls it a median)
     beta_param_scale: float = 0.5
+    init_logit: float = -10.0        # start: alpha = softplus(init_logit) + 1 (the original's -10: alpha = 1)
+    init_scale: float | None = None  # start's mean scale per side; None: the middle, alpha = beta (the original)
     encoder: str = "tiny-bundled"    # the frozen small vision-language model that looks at frames and question
     encoder_side: int = 112          # frames are resized to this square before the encoder sees them
     encoder_fingerprint: str = ""    # sha256 of the encoder's weights when trained (checked on load)
@@ -95,10 +98,19 @@ class FrameAllocatorHead(BetaHead):
         self.proj = nn.Sequential(nn.LayerNorm(c.hidden), nn.Linear(c.hidden, c.hidden // 2), nn.GELU(),
                                   nn.Linear(c.hidden // 2, 2))
         self.skip = nn.Linear(c.hidden, 2, bias=False)
-        # Uniform start: zero output weights, bias -10 / beta_param_scale, so alpha = beta = softplus(-10) + 1.
+        # Start where every frame gets the same Beta: zero output weights, bias init_logit / beta_param_scale,
+        # so alpha = beta = softplus(init_logit) + 1 (the original's -10 gives the uniform Beta(1, 1)).
         nn.init.zeros_(self.proj[-1].weight)
         nn.init.zeros_(self.skip.weight)
-        nn.init.constant_(self.proj[-1].bias, -10.0 / c.beta_param_scale)
+        nn.init.constant_(self.proj[-1].bias, c.init_logit / c.beta_param_scale)
+        if c.init_scale is not None:  # beta for that mean: beta = alpha (1 - u) / u, through softplus's inverse
+            u = (c.init_scale - c.min_scale) / (c.max_scale - c.min_scale)
+            if not 0.0 < u < 1.0:
+                raise ValueError(f"init_scale {c.init_scale} must lie strictly inside [{c.min_scale}, {c.max_scale}]")
+            alpha = math.log1p(math.exp(float(c.init_logit))) + 1.0
+            beta_logit = math.log(math.expm1(max(alpha * (1 - u) / u - 1.0, 1e-6)))
+            with torch.no_grad():
+                self.proj[-1].bias[1] = beta_logit / c.beta_param_scale
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

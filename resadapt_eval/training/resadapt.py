@@ -50,6 +50,12 @@ class ResAdaptTrainConfig:
     temperature: float = 1.0
     lr: float = 1e-3
     ppo_epochs: int = 2
+    batch_prompts: int = 1             # prompts per optimizer step (the original: mini-batches of 32 prompts)
+    init_logit: float = -10.0          # the head's start (frame_model.FrameAllocatorConfig.init_logit)
+    init_scale: float | None = None    # the start's mean scale (None: the middle, as the original)
+    pivot_c0: float = 0.4              # the pivot's centre c0 in the paper's linear-scale unit (its `cen0.4`)
+    cost_penalty: float = 0.05         # lambda_gas
+    clamp_correct: bool = True         # a correct answer's advantage >= 0.001 (the original; its `noclamp` tag: off)
     cost: str = "retention"
     concentration_weight: float = 5e-4
     similarity_weight: float = 1e-3
@@ -106,11 +112,14 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
     answer_gen = torch.Generator().manual_seed(config.seed + 1)
     backbone = load_backbone(config.backbone)
     policy = FramePolicy.create(config.encoder, config.encoder_side, hidden=config.hidden, layers=config.layers,
-                                min_scale=config.min_scale, max_scale=config.max_scale)
+                                min_scale=config.min_scale, max_scale=config.max_scale, init_logit=config.init_logit,
+                                init_scale=config.init_scale)
     head = policy.head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=0.01)
     envs = [Environment(t, backbone, config.train_samples, config.seed) for t in config.tasks]
-    capo = replace(CapoConfig(), pivot_center=pivot_center(config.cost, config.min_scale, config.max_scale))
+    capo = replace(CapoConfig(), pivot_center=pivot_center(config.cost, config.min_scale, config.max_scale,
+                                                           config.pivot_c0), clamp_correct=config.clamp_correct,
+                   gas=config.cost_penalty)
     observed: dict[tuple[str, str], object] = {}
     chunk_caches: dict[tuple[str, str], dict] = {}
 
@@ -120,6 +129,28 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
             observed[key] = policy.observe(ctx.frames.pixels, ctx.sample.question or ctx.sample.prompt)
         return observed[key]
 
+    def update(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PPO epochs over a batch of prompts: the losses are averaged over its prompts before each step."""
+        for _ in range(config.ppo_epochs):
+            opt.zero_grad()
+            parts = []
+            for obs, scales, logp_old, adv in batch:
+                alpha, beta, feature = policy.distribution(obs)
+                mask = torch.ones_like(scales)
+                logp = head.log_prob(alpha.expand_as(scales), beta.expand_as(scales), scales)
+                loss = ppo_clip_loss(logp, logp_old, adv, mask)
+                conc = concentration_loss(alpha, beta, mask[:1])
+                mean_scale = head.to_scale(alpha / (alpha + beta))
+                sim = temporal_similarity_loss(feature.detach(), mean_scale, mask[:1])
+                total = loss + config.concentration_weight * conc + config.similarity_weight * sim
+                (total / len(batch)).backward()
+                parts.append((loss.detach(), conc.detach(), sim.detach()))
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+        return tuple(torch.stack(x).mean() for x in zip(*parts))
+
+    pending: list = []
+    loss = conc = sim = torch.zeros(())
     history: list[dict] = []
     start = time.perf_counter()
     schedule = task_schedule([float(config.task_weights.get(t, 1.0)) for t in config.tasks], config.steps)
@@ -139,19 +170,12 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
         retention = torch.tensor([c for _, c in results])
         cost = normalized_cost(config.cost, scales, retention, config.min_scale, config.max_scale)
         adv = capo_advantages(reward, cost, capo)
-        mask = torch.ones_like(scales)
-        for _ in range(config.ppo_epochs):
-            alpha, beta, feature = policy.distribution(obs)
-            logp = head.log_prob(alpha.expand_as(scales), beta.expand_as(scales), scales)
-            loss = ppo_clip_loss(logp, logp_old, adv, mask)
-            conc = concentration_loss(alpha, beta, mask[:1])
-            mean_scale = head.to_scale(alpha / (alpha + beta))
-            sim = temporal_similarity_loss(feature.detach(), mean_scale, mask[:1])
-            total = loss + config.concentration_weight * conc + config.similarity_weight * sim
-            opt.zero_grad()
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
+        pending.append((obs, scales, logp_old, adv))
+        if len(pending) == config.batch_prompts or step == config.steps - 1:
+            loss, conc, sim = update(pending)
+            pending = []
+        with torch.no_grad():
+            alpha, beta, _ = policy.distribution(obs)
         evidence = ctx.sample.meta.get("evidence") or {}
         mean_u = (alpha / (alpha + beta))[0].detach()
         row = {"step": step + 1, "task": env.task, "reward": reward.mean().item(), "cost": retention.mean().item(),
@@ -167,9 +191,11 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
             recent = history[-50:]
             r = sum(h["reward"] for h in recent) / len(recent)
             c = sum(h["cost"] for h in recent) / len(recent)
-            bar.set_postfix(reward=f"{r:.2f}", retention=f"{c:.3f}")
+            ev = [h["evidence_ratio"] for h in recent if "evidence_ratio" in h]
+            e = sum(ev) / len(ev) if ev else float("nan")
+            bar.set_postfix(reward=f"{r:.2f}", retention=f"{c:.3f}", evidence=f"{e:.3f}")
             if not progress:
-                log(f"step {step + 1}/{config.steps} reward {r:.3f} retention {c:.3f}")
+                log(f"step {step + 1}/{config.steps} reward {r:.3f} retention {c:.3f} evidence ratio {e:.3f}")
         if config.time_limit_s and time.perf_counter() - start > config.time_limit_s:
             log(f"time limit reached after {step + 1} prompts")
             break
