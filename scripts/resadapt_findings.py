@@ -2,7 +2,7 @@
 findings file (`make resadapt-findings`; about 20 minutes on 2 CPU cores).
 
 Runs (tiny-bundled backbone, test splits, 200 samples each): `resadapt` (budget steered by
-remapping its scale range) at 0.25 and 0.5, and `uniform-scale` at 0.25, 0.5625 and 1.0, on
+remapping its scale range) at 0.25 and 0.5, and `uniform-scale` at 0.25, 0.375, 0.5625 and 1.0, on
 probe-longvideo and probe-which. Reports each run's score and achieved retention; `resadapt`
 paired (exact McNemar, bootstrap CI) against the cheapest `uniform-scale` run that spent at least as
 many tokens; the share of tokens on the chunk the question points to (probe-which: also the other
@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TASKS = ("probe-longvideo", "probe-which")
 RESADAPT_BUDGETS = ("0.25", "0.5")
-UNIFORM_BUDGETS = ("0.25", "0.5625", "1.0")
+UNIFORM_BUDGETS = ("0.25", "0.375", "0.5625", "1.0")
 
 
 def main(argv: list[str] | None = None) -> int:
