@@ -4,8 +4,8 @@ findings file (`make resadapt-findings`; about 20 minutes on 2 CPU cores).
 Runs (tiny-bundled backbone, test splits, 200 samples each): `resadapt` (budget steered by
 remapping its scale range) at 0.25 and 0.5, and `uniform-scale` at 0.25, 0.375, 0.5625 and 1.0, on
 probe-longvideo and probe-which. Reports each run's score and achieved retention; `resadapt`
-paired (exact McNemar, bootstrap CI) against the cheapest `uniform-scale` run that spent at least as
-many tokens; the share of tokens on the chunk the question points to (probe-which: also the other
+paired (exact McNemar, bootstrap CI) against its two neighbours among the `uniform-scale` runs by
+tokens spent (the cheapest that spent at least as many, the dearest that spent fewer); the share of tokens on the chunk the question points to (probe-which: also the other
 tile's); the allocator's training record; its planner FLOPs next to a Qwen2.5-VL-7B prefill.
 """
 
@@ -88,21 +88,25 @@ def main(argv: list[str] | None = None) -> int:
                          for r in records]
                 cells.append(f"{np.mean(other):.3f}")
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Paired: each `resadapt` run (B) against the cheapest `uniform-scale` run (A) that spent at "
-                  "least as many tokens (mean retention).", "",
-                  "| resadapt budget | its retention | uniform-scale budget | its retention | n | A | B | B - A | 95% CI | p |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
-        uni = rows[rows["strategy"] == "uniform-scale"]
+        lines += ["", "Paired on the same samples: each `resadapt` run (B) against its two neighbours among the "
+                  "`uniform-scale` runs (A), by tokens spent (mean retention): the cheapest one that spent at least "
+                  "as many, and the dearest one that spent fewer. `uniform-scale` gives every chunk one square grid, "
+                  "so it cannot spend the tokens in between.", "",
+                  "| resadapt budget | its retention | uniform-scale | budget | its retention | n | A | B | B - A | "
+                  "95% CI | p |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+        uni = rows[rows["strategy"] == "uniform-scale"].drop_duplicates("retention")
         for run in rows[rows["strategy"] == "resadapt"].itertuples(index=False):
-            richer = uni[uni["retention"] >= run.retention - 1e-9]
-            if richer.empty:
-                lines.append(f"| {run.budget} | {run.retention:.3f} | (none spends as much) | | | | | | | |")
-                continue
-            ref = richer.sort_values("retention").iloc[0]
-            p = compare_runs(ref["directory"], run.directory)
-            lines.append(f"| {run.budget} | {run.retention:.3f} | {ref['budget']} | {ref['retention']:.3f} | {p.n} | "
-                         f"{p.score_a:.1f} | {p.score_b:.1f} | {p.diff:+.1f} | [{p.ci_low:+.1f}, {p.ci_high:+.1f}] | "
-                         f"{p.p_value:.3g} |")
+            richer = uni[uni["retention"] >= run.retention - 1e-9].sort_values("retention")
+            poorer = uni[uni["retention"] < run.retention - 1e-9].sort_values("retention")
+            for label, pick in (("spends at least as much", richer.head(1)), ("spends less", poorer.tail(1))):
+                if pick.empty:
+                    lines.append(f"| {run.budget} | {run.retention:.3f} | {label}: none | | | | | | | | |")
+                    continue
+                ref = pick.iloc[0]
+                p = compare_runs(ref["directory"], run.directory)
+                lines.append(f"| {run.budget} | {run.retention:.3f} | {label} | {ref['budget']} | "
+                             f"{ref['retention']:.3f} | {p.n} | {p.score_a:.1f} | {p.score_b:.1f} | {p.diff:+.1f} | "
+                             f"[{p.ci_low:+.1f}, {p.ci_high:+.1f}] | {p.p_value:.3g} |")
         lines.append("")
     planner = subprocess.run([sys.executable, "-m", "resadapt_eval.analysis.flop_check", "--planner"],
                              capture_output=True, text=True, check=True).stdout
