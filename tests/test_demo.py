@@ -28,3 +28,17 @@ def test_demo_sweeps_then_writes_the_frontier(tmp_path, monkeypatch):
                                                            ("uniform-scale", "0.25"), ("uniform-scale", "1")}
     cheap = next(r for r in rows if r["strategy"] == "uniform-scale" and r["budget"] == "0.25")
     assert float(cheap["tokens"]) <= 0.25 * 144
+
+
+def test_every_registered_strategy_runs_on_an_image_probe(tmp_path, monkeypatch):
+    """The demo runs every registered strategy on probe-math, one image a sample: a strategy that breaks on a
+    single frame would stop `make demo` there (resadapt's head once did)."""
+    from resadapt_eval.pipeline.runner import RunConfig, sweep
+    from resadapt_eval.strategies import STRATEGIES
+
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path / "home"))
+    names = sorted(STRATEGIES.names())
+    done = sweep(RunConfig(task="", backbone="tiny-bundled", out=str(tmp_path / "r"), limit=2, progress=False),
+                 ["probe-math"], names, ["0.25"])
+    assert sorted(r.summary["strategy"] for r in done) == names
+    assert all(r.summary["n_errors"] == 0 and r.summary["n_scored"] == 2 for r in done)

@@ -82,6 +82,14 @@ def test_policy_can_start_at_a_chosen_mean_scale():
         small_head(init_scale=2.0)
 
 
+def test_a_single_frame_image_gets_one_scale():
+    """An image is one frame: no previous frame to compare with (MathVista, probe-math)."""
+    head = small_head()
+    alpha, beta, feature = head(torch.randn(1, 1, 4, 8), torch.ones(1, 1, dtype=torch.bool), torch.randn(1, 3, 8),
+                                torch.ones(1, 3, dtype=torch.bool))
+    assert alpha.shape == beta.shape == (1, 1) and feature.shape == (1, 1, 16)
+
+
 def test_beta_parameters_scale_and_evaluation_action_by_hand():
     head = small_head()
     p = torch.tensor([[[2.0, -4.0], [100.0, -100.0]]])

@@ -139,7 +139,7 @@ class FrameAllocatorHead(BetaHead):
         entropy = -(gate * gate.clamp(min=1e-9).log()).sum(-1) / torch.log(torch.tensor(float(l)))
         peak = gate.amax(-1)
         previous = F.cosine_similarity(pooled[:, 1:], pooled[:, :-1], dim=-1)
-        previous = torch.cat([torch.zeros_like(previous[:, :1]), previous], 1)
+        previous = torch.cat([pooled.new_zeros(b, 1), previous], 1)  # the first frame (an image's only one) has none
         text_mean = (q_tokens * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
         relevance = F.cosine_similarity(self.relevance_frame(pooled), self.relevance_text(text_mean)[:, None], dim=-1)
         signals = torch.stack([variance, entropy, peak, previous, relevance], -1)
