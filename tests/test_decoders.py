@@ -92,3 +92,40 @@ def test_auto_tries_torchcodec_first(tmp_path):
     path = encode_box_video(tmp_path / "v.mp4", "libx264", CODECS["h264-mp4"][2])
     assert load_video(path, 4).backend == "torchcodec"
     assert media.auto_backends("x.ts")[:2] == ["pyav", "torchcodec"]
+
+
+NO_B_FRAMES = {"crf": "18", "preset": "veryfast", "g": "12", "bf": "0"}
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("vfr", [False, True])
+def test_container_index_stands_in_for_the_scan_without_b_frames(tmp_path, vfr):
+    """Without B-frames torchcodec seeks by the mp4's own index (no scan of the file): same pixels as a full
+    decode, constant and variable frame rate."""
+    path = encode_box_video(tmp_path / "nob.mp4", "libx264", NO_B_FRAMES, vfr=vfr)
+    mappings = media.container_frame_mappings(str(path))
+    assert mappings is not None and mappings.count('"pts"') == 48
+    full = full_decode(path)
+    for n in (1, 5, 16, 48):
+        got = load_video(path, n, backend="torchcodec")
+        assert got.total_frames == 48 and np.array_equal(got.pixels, full[got.indices]), (vfr, n)
+
+
+@pytest.mark.parametrize("name", ["h264-mp4", "hevc-mp4", "h264-mkv", "h264-ts"])
+def test_container_index_is_not_used_where_it_is_not_display_order(tmp_path, name):
+    """B-frames (index order is decode order), Matroska cues and MPEG-TS (no per-frame index): torchcodec scans."""
+    codec, suffix, options = CODECS[name]
+    path = encode_box_video(tmp_path / f"v{suffix}", codec, options)
+    assert media.container_frame_mappings(str(path)) is None
+
+
+@needs_torchcodec
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command to tag rotation")
+def test_container_index_path_applies_rotation(tmp_path):
+    src = encode_box_video(tmp_path / "src.mp4", "libx264", NO_B_FRAMES)
+    path = tmp_path / "rot90.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-c", "copy",
+                    "-metadata:s:v:0", "rotate=90", str(path)], check=True)
+    assert media.container_frame_mappings(str(path)) is not None
+    got = load_video(path, 5, backend="torchcodec").pixels
+    assert np.array_equal(got, np.rot90(load_video(src, 5, backend="pyav").pixels, 1, axes=(1, 2)))

@@ -36,11 +36,51 @@ def uniform_indices(total_frames: int, n_frames: int) -> list[int]:
     return uniform_positions(total_frames, n_frames)
 
 
+def container_frame_mappings(path: str) -> str | None:
+    """torchcodec's `custom_frame_mappings` (JSON: pts, duration, key_frame per frame) read from the
+    container's own index (mp4/mov keep one entry per frame in the moov atom), or None where that index
+    cannot stand in for a scan.
+
+    With it torchcodec seeks exactly without first demuxing the whole file (its `exact` mode reads
+    every packet: 0.3 s warm, 1.3 s cold on a 10-minute 720p video). It is only used where index
+    order is display order: no B-frames (`has_b_frames` false, so pts = dts), one entry per frame,
+    timestamps strictly increasing from the stream's start. Elsewhere (B-frames, Matroska cues, MPEG-TS)
+    the scan stays.
+    """
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if stream.codec_context.has_b_frames:
+                return None
+            entries = stream.index_entries
+            total = int(stream.frames or 0)
+            if total < 1 or len(entries) != total:
+                return None
+            pts = [int(e.timestamp) for e in entries]
+            keys = [bool(e.is_keyframe) for e in entries]
+            if any(e.is_discard for e in entries) or any(b <= a for a, b in zip(pts, pts[1:])):
+                return None
+            if pts[0] != int(stream.start_time or 0) or not keys[0]:
+                return None
+            last = int(stream.duration) - (pts[-1] - pts[0]) if stream.duration else 0
+            durations = [b - a for a, b in zip(pts, pts[1:])] + [last if last > 0 else (pts[-1] - pts[-2] if total > 1 else 1)]
+    except (OSError, ValueError, IndexError, av.error.FFmpegError):
+        return None
+    frames = ",".join(f'{{"pts":{p},"duration":{d},"key_frame":{int(k)}}}' for p, d, k in zip(pts, durations, keys))
+    return '{"frames":[' + frames + "]}"
+
+
 def _decode_torchcodec(path: str, choose: Chooser) -> tuple[np.ndarray, list[int], float, int]:
     from torchcodec.decoders import VideoDecoder
 
     # FFmpeg picks the thread count (torchcodec defaults to one: measured 1.9x slower at 720p)
-    decoder = VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0)
+    mappings = container_frame_mappings(path)
+    seek = {"custom_frame_mappings": mappings} if mappings else {"seek_mode": "exact"}
+    decoder = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=0, **seek)
     meta = decoder.metadata
     total = int(meta.num_frames or 0)
     fps = float(meta.average_fps or 0) or 1.0
