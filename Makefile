@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test test-acceptance test-lmms gpu-check check-baseline check baseline-results reference-results \
-	resadapt-findings demo frontier bundled-model reference-model bundled-allocator reference-allocator clean
+	resadapt-findings demo demo-findings frontier bundled-model reference-model bundled-allocator reference-allocator clean
 
 install: $(STAMP)
 
@@ -86,6 +86,12 @@ resadapt-findings: install
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval demo
+
+# After `make demo`: the dated docs/findings/<date>-demo.md (every strategy at 0.1 and 0.25 with its
+# tokens and FLOPs, the headline comparisons paired on the same samples, the frontier figure); adds the
+# 36-token probe-videoqa runs the comparisons need (a few minutes).
+demo-findings: install
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/demo_findings.py
 
 # The Pareto frontier of everything under results/: figures and tables in results/frontier/, and the
 # browsable report (frontier, every run's records, each sample's plans) in results/view/index.html.
