@@ -36,7 +36,9 @@ CLAIMS = (
 
 
 def _budget_key(text: str) -> str:
-    """The budget as the results layout spells it (b0.25, b1, btokens=36 -> '0.25', '1', 'tokens=36')."""
+    """A budget as summaries spell it: '0.25' and '1.0' -> '0.25', '1'; 'tokens=36' -> 't36'."""
+    if text.startswith("tokens="):
+        return "t" + text.split("=", 1)[1]
     try:
         return f"{float(text):g}"
     except ValueError:
