@@ -172,10 +172,13 @@ def _check_run(directory: Path, n: int) -> dict:
     summary = json.loads((directory / rec.SUMMARY).read_text())
     manifest = json.loads((directory / rec.MANIFEST).read_text())
     assert len(records) == n and len({r["id"] for r in records}) == n, directory
+    # resadapt spends what its policy chooses and may upscale (scales up to 2.0 per side: 4x the tokens);
+    # every other strategy stays within its budget, so within vanilla
+    most = 4.0001 if summary["strategy"].split("+")[0] == "resadapt" else 1.0001
     for r in records:
         assert r["error"] is None, (directory, r["error"])
-        assert isinstance(r["prediction"], str) and r["tokens"] > 0 and 0 < r["retention"] <= 1.0001, (directory, r)
-        assert r["vanilla_tokens"] >= r["tokens"] and r["timings"]["e2e"] > 0, (directory, r)
+        assert isinstance(r["prediction"], str) and r["tokens"] > 0 and 0 < r["retention"] <= most, (directory, r)
+        assert r["tokens"] <= most * r["vanilla_tokens"] and r["timings"]["e2e"] > 0, (directory, r)
     assert summary["n"] == n and summary["n_errors"] == 0 and summary["main_metric"] in summary["metrics"]
     assert manifest["config_hash"] == summary["config_hash"] and manifest["environment"]["versions"]["torch"]
     return {"records": records, "summary": summary, "manifest": manifest}
