@@ -257,3 +257,33 @@ def test_a_short_capo_run_trains_saves_and_plans(tmp_path):
     ctx_frames = np.random.default_rng(0).integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
     scales = FramePolicy.load(tmp_path / "alloc").propose(ctx_frames, "Which texture?").scales
     assert len(scales) == 8 and all(0.2 <= s <= 2.0 for s in scales)
+
+
+def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
+    """`make bundled-allocator`'s RESADAPT_RECIPE and the shipped allocator's recorded training agree."""
+    import json
+    import re
+    import shlex
+    from pathlib import Path
+
+    from resadapt_eval.strategies.resadapt import BUNDLED
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    recipe = shlex.split(re.search(r"^RESADAPT_RECIPE := (.*)$", makefile, re.M).group(1))
+    trained = json.loads((BUNDLED / "allocator_config.json").read_text())["trained"]
+    flags = {"--steps": "steps", "--train-samples": "train_samples", "--batch-prompts": "batch_prompts",
+             "--init-logit": "init_logit", "--init-scale": "init_scale", "--pivot-center": "pivot_c0",
+             "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty"}
+    tasks, i = [], 0
+    while i < len(recipe):
+        flag = recipe[i]
+        if flag == "--task":
+            tasks.append(recipe[i + 1])
+        elif flag == "--no-clamp":
+            assert trained["clamp_correct"] is False
+            i += 1
+            continue
+        else:
+            assert float(recipe[i + 1]) == pytest.approx(float(trained[flags[flag]])), flag
+        i += 2
+    assert tasks == trained["tasks"] and trained["prompts"] == trained["steps"]
