@@ -86,12 +86,15 @@ def _probe_container(path: str) -> tuple[str | None, int]:
     return '{"frames":[' + frames + "]}", pixels
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS reports one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def _ffmpeg_threads(pixels: int) -> int:
     """FFmpeg decoding threads for frames of this size: one for small frames, else one per usable core
     (FFmpeg's own choice, cores + 1, measured 1.2x slower than one per core on 2 cores at 720p)."""
-    if 0 < pixels <= _ONE_THREAD_PIXELS:
-        return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return 1 if 0 < pixels <= _ONE_THREAD_PIXELS else usable_cores()
 
 
 def _decode_torchcodec(path: str, choose: Chooser) -> tuple[np.ndarray, list[int], float, int]:

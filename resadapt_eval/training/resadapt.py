@@ -197,6 +197,8 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
             if not progress:
                 log(f"step {step + 1}/{config.steps} reward {r:.3f} retention {c:.3f} evidence ratio {e:.3f}")
         if config.time_limit_s and time.perf_counter() - start > config.time_limit_s:
+            if pending:  # the prompts already rolled out still train
+                update(pending)
             log(f"time limit reached after {step + 1} prompts")
             break
     head.eval()

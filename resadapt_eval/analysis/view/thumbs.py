@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from resadapt_eval.core.types import SampleError
-from resadapt_eval.pipeline.media import load_frames
+from resadapt_eval.pipeline.media import load_frames, usable_cores
 
 COLUMNS = 8
 QUALITY = 90
@@ -74,7 +74,7 @@ class SpriteMaker:
     now, `results` them later (in order). With one worker everything runs in this process, on demand."""
 
     def __init__(self, workers: int | None = None):
-        self.workers = workers or len(os.sched_getaffinity(0))
+        self.workers = workers or usable_cores()
         # spawn, not fork: a forked child inherits the parent's decoder and torch thread pools mid-state
         # (torchcodec/FFmpeg workers then hang in the child)
         ctx = multiprocessing.get_context("spawn")
