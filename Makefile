@@ -101,6 +101,9 @@ frontier: install
 
 # Retrain the bundled backbone (tiny-bundled) from scratch (deterministic recipe; about an hour on 2 CPU
 # cores). `reference-model` is its former name.
+bundled-encoder: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_encoder --out resadapt_eval/assets/tiny-encoder
+
 bundled-model: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_model --out resadapt_eval/assets/tiny-bundled
 

@@ -761,6 +761,19 @@ def _per_task(values, flag: str, tasks) -> dict[str, str]:
     return out
 
 
+def _task_numbers(values, flag: str, tasks) -> dict[str, float]:
+    """TASK=X options with X a number >= 0 -> {task: X}, or a one-line error."""
+    out = {}
+    for task, value in _per_task(values, flag, tasks).items():
+        try:
+            out[task] = float(value)
+        except ValueError:
+            out[task] = -1.0
+        if not out[task] >= 0:
+            raise UserError(f"{flag} wants TASK=X with X a number >= 0, got {value!r}")
+    return out
+
+
 def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
     """--task-weight TASK=W values -> weights, or a one-line error."""
     weights = {}
@@ -781,7 +794,7 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
               help="Probe task to train on (repeatable; prompts alternate between tasks).")
 @click.option("--backbone", default="tiny-bundled", show_default=True,
               help="The frozen backbone that answers the rollouts (alias or folder).")
-@click.option("--encoder", default="tiny-bundled", show_default=True,
+@click.option("--encoder", default="tiny-encoder", show_default=True,
               help="The allocator's own frozen small vision-language model (alias or folder): it looks at the frames "
                    "and the question; the trained allocator then plans for any backbone.")
 @click.option("--encoder-side", type=click.IntRange(28, 1024), default=112, show_default=True,
@@ -812,15 +825,24 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
 @click.option("--no-clamp", is_flag=True,
               help="Let a correct answer's advantage go negative (the original's `noclamp` tag), so cost "
                    "pressure acts at any cost level.")
+@click.option("--standardize", is_flag=True,
+              help="Standardise the encoder's features with statistics of the training prompts (stored with the "
+                   "head); not in the original, needed by a small head on few prompts (docs/strategies.md).")
+@click.option("--token-relevance", is_flag=True,
+              help="Add a sixth per-frame signal, the best token-question relevance (not in the original).")
 @click.option("--train-samples", type=click.IntRange(1), default=400, show_default=True,
               help="Training prompts generated per task.")
 @click.option("--task-weight", multiple=True, metavar="TASK=W",
               help="Relative share of the prompts for one task (default 1 each).")
+@click.option("--task-cost-penalty", multiple=True, metavar="TASK=W",
+              help="lambda_gas for one task's prompts (default --cost-penalty).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
 def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, answers, temperature, cost, lr,
-                   batch_prompts, init_logit, init_scale, pivot_center, concentration_weight, cost_penalty, no_clamp, train_samples, task_weight, seed, time_limit, no_progress) -> None:
+                   batch_prompts, init_logit, init_scale, pivot_center, concentration_weight, cost_penalty, no_clamp,
+                   standardize, token_relevance, train_samples, task_weight, task_cost_penalty, seed, time_limit,
+                   no_progress) -> None:
     """Train the `resadapt` allocator (the published method: per-frame scales in [0.2, 2.0] from a
     question-aware policy with its own encoder) with CAPO in free mode over a frozen backbone."""
     from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
@@ -831,8 +853,10 @@ def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, an
                                  batch_prompts=batch_prompts, init_logit=init_logit, init_scale=init_scale,
                                  pivot_c0=pivot_center, clamp_correct=not no_clamp,
                                  concentration_weight=concentration_weight, cost_penalty=cost_penalty,
-                                 train_samples=train_samples, task_weights=_task_weights(per, tasks), seed=seed,
-                                 time_limit_s=time_limit)
+                                 standardize=standardize, token_relevance=token_relevance,
+                                 train_samples=train_samples, task_weights=_task_weights(per, tasks),
+                                 task_cost_penalties=_task_numbers(task_cost_penalty, "--task-cost-penalty", tasks),
+                                 seed=seed, time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
 

@@ -195,6 +195,7 @@ def test_a_researchers_day(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"resadapt_eval/tasks/{c}.yaml" for c in CARDS} <= names
     assert {"resadapt_eval/assets/tiny-bundled/model.safetensors", "resadapt_eval/assets/tiny-bundled/config.json",
+            "resadapt_eval/assets/tiny-encoder/model.safetensors", "resadapt_eval/assets/allocator/resadapt/allocator.safetensors",
             "resadapt_eval/assets/allocator/tiny-bundled/allocator.safetensors",
             "resadapt_eval/assets/published/resadapt-qwen2.5-vl-7b.json"} <= names
     inst = _installed(tmp_path, tmp_path / "venv", wheel)

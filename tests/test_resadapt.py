@@ -141,6 +141,48 @@ def test_concentration_loss_is_the_mean_of_alpha_plus_beta_over_valid_frames():
     assert concentration_loss(alpha, beta, torch.tensor([[1.0, 1.0, 0.0]])).item() == pytest.approx((3 + 4) / 2)
 
 
+# -- the head's two additions (not in the original; frame_model.py says why) -------------------------
+
+def _additions_head(**extra) -> FrameAllocatorHead:
+    torch.manual_seed(0)
+    head = FrameAllocatorHead(FrameAllocatorConfig(token_dim=12, text_dim=10, tokens_per_frame=4, hidden=16, heads=2,
+                                                   layers=1, init_logit=-4.0, init_scale=0.6, **extra))
+    with torch.no_grad():
+        head.proj[-1].weight.normal_(0, 1.0)
+        head.skip.weight.normal_(0, 1.0)
+    return head.eval()
+
+
+def test_a_standardised_head_does_not_see_the_encoders_offsets_and_spreads():
+    """Refit on features shifted and stretched per dimension, the head gives the same Betas."""
+    head = _additions_head(standardize=True, token_relevance=True)
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(6, 4, 12, generator=g) for _ in range(5)]
+    questions = [torch.randn(7, 10, generator=g) for _ in range(5)]
+    head.fit_input_stats(frames, questions)
+    masks = torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 7, dtype=torch.bool)
+    a, b, _ = head(frames[0][None], masks[0], questions[0][None], masks[1])
+    fs, fb, qs, qb = torch.rand(12) + 0.5, torch.randn(12) * 5, torch.rand(10) + 0.5, torch.randn(10) * 5
+    head.fit_input_stats([f * fs + fb for f in frames], [q * qs + qb for q in questions])
+    a2, b2, _ = head(frames[0][None] * fs + fb, masks[0], questions[0][None] * qs + qb, masks[1])
+    assert torch.allclose(a, a2, atol=1e-4) and torch.allclose(b, b2, atol=1e-4)
+    assert torch.allclose(head.frame_shift, torch.cat([f.reshape(-1, 12) * fs + fb for f in frames]).mean(0))
+
+
+def test_an_allocator_saved_before_the_additions_loads_in_the_originals_shape(tmp_path):
+    import json
+
+    head = _additions_head()
+    head.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "allocator_config.json").read_text())
+    for key in ("standardize", "token_relevance"):
+        config.pop(key)
+    (tmp_path / "old" / "allocator_config.json").write_text(json.dumps(config))
+    loaded = FrameAllocatorHead.load(tmp_path / "old")
+    assert loaded.fuse.in_features == 16 + 5 and not hasattr(loaded, "frame_shift")
+    assert _additions_head(token_relevance=True).fuse.in_features == 16 + 6
+
+
 # -- the encoder is the allocator's own ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -279,11 +321,28 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
         flag = recipe[i]
         if flag == "--task":
             tasks.append(recipe[i + 1])
-        elif flag == "--no-clamp":
-            assert trained["clamp_correct"] is False
+        elif flag in ("--no-clamp", "--standardize", "--token-relevance"):
+            key, want = {"--no-clamp": ("clamp_correct", False), "--standardize": ("standardize", True),
+                         "--token-relevance": ("token_relevance", True)}[flag]
+            assert trained[key] is want, flag
             i += 1
             continue
         else:
             assert float(recipe[i + 1]) == pytest.approx(float(trained[flags[flag]])), flag
         i += 2
     assert tasks == trained["tasks"] and trained["prompts"] == trained["steps"]
+    FramePolicy.load(BUNDLED)  # and the shipped encoder is the one it was trained with (fingerprint checked)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task-cost-penalty", "probe-math=1"], "TASK one of --task"),
+    (["--task-cost-penalty", "probe-which=-1"], "X a number >= 0"),
+    (["--task-cost-penalty", "probe-which=a"], "X a number >= 0"),
+])
+def test_train_resadapt_refuses_bad_per_task_penalties_in_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from resadapt_eval.cli import main
+
+    res = CliRunner().invoke(main, ["train-resadapt", "--task", "probe-which", "--out", str(tmp_path), *args])
+    assert res.exit_code == 2 and message in res.output, res.output

@@ -1,9 +1,9 @@
 """ResAdapt's allocator ready to plan: a frozen small vision-language encoder plus the trained head.
 
 The encoder is its own model, independent of the backbone being evaluated (the original uses
-SmolVLM2-256M; here by default the bundled `tiny-bundled` model): it sees every decoded frame,
-resized to a fixed square, through its vision tower, and the question alone (no chat template,
-no options) through its language model's hidden states. So one trained allocator plans for any
+SmolVLM2-256M; here by default the bundled `tiny-encoder`, training/bundled_encoder.py): it sees
+every decoded frame, resized to a fixed square, through its vision tower, and the question alone
+(no chat template, no options) through its language model's hidden states. So one trained allocator plans for any
 backbone, and gives the same per-frame scales for the same frames and question whatever the
 backbone is. Its cost (encoder + head FLOPs, seconds) is charged to the plan.
 """
@@ -77,7 +77,7 @@ class FramePolicy:
         self._head_flops: dict[tuple[int, int], float] = {}
 
     @classmethod
-    def create(cls, encoder: str = "tiny-bundled", encoder_side: int = 112, **config) -> "FramePolicy":
+    def create(cls, encoder: str = "tiny-encoder", encoder_side: int = 112, **config) -> "FramePolicy":
         model = load_encoder(encoder)
         token_dim, text_dim, per_frame = encoder_dims(model, encoder_side)
         head = FrameAllocatorHead(FrameAllocatorConfig(

@@ -20,9 +20,11 @@ register = BACKBONES.register
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_NAME = "tiny-bundled"
+ENCODER_NAME = "tiny-encoder"
 ALIASES: dict[str, Path] = {
     BUNDLED_NAME: ASSETS / BUNDLED_NAME,
     "reference": ASSETS / BUNDLED_NAME,  # its former name, kept for runs and scripts that say it
+    ENCODER_NAME: ASSETS / ENCODER_NAME,  # resadapt's own small encoder (training/bundled_encoder.py)
 }
 
 

@@ -150,20 +150,22 @@ def snap(v: float, factor: int = 28, lo: int = 56) -> int:
 # -- stage 1: dense labels ------------------------------------------------------------------------
 
 def token_labels(boxes: list[tuple[int, int, int, int, int, int]], frames: tuple[int, ...], src_hw: tuple[int, int],
-                 size: tuple[int, int], evidence: dict[str, Any], factor: int = 28) -> torch.Tensor:
+                 size: tuple[int, int], evidence: dict[str, Any], factor: int = 28,
+                 classes: tuple[str, ...] = probes.CLASSES) -> torch.Tensor:
     """Multi-hot classes per merged token of a chunk resized from src_hw to size.
 
-    A texture tile labels every token it covers enough of; a character labels only the token
-    holding its centre (a glyph split over cells would otherwise teach contradictory labels)."""
+    A texture tile (or any other region class) labels every token it covers enough of; a character
+    labels only the token holding its centre (a glyph split over cells would otherwise teach
+    contradictory labels). `classes` may extend the probes' classes (the encoder adds border colours)."""
     h, w = size
     sy, sx = h / src_hw[0], w / src_hw[1]
     rows, cols = h // factor, w // factor
-    out = torch.zeros(rows * cols, len(probes.CLASSES))
+    out = torch.zeros(rows * cols, len(classes))
     scale = min(sy, sx)
     for f, y0, x0, y1, x1, cls in boxes:
         if f not in frames:
             continue
-        name = probes.CLASSES[cls]
+        name = classes[cls]
         if name.startswith("texture:") and evidence.get("period", 99) * scale < 2.5:
             cls = probes.CLASS_ID["texture:unreadable"]
         elif name.startswith("char:") and evidence.get("text_size", 99) * scale < 8:

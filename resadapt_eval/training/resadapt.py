@@ -42,7 +42,7 @@ from resadapt_eval.training.capo import (CapoConfig, capo_advantages, concentrat
 class ResAdaptTrainConfig:
     tasks: list[str] = field(default_factory=lambda: ["probe-longvideo", "probe-which"])
     backbone: str = "tiny-bundled"     # answers the rollouts (frozen)
-    encoder: str = "tiny-bundled"      # the allocator's own frozen encoder
+    encoder: str = "tiny-encoder"      # the allocator's own frozen encoder (training/bundled_encoder.py)
     encoder_side: int = 112
     steps: int = 600                   # prompts
     group: int = 8                     # allocations per prompt (the original's scale_n)
@@ -57,6 +57,9 @@ class ResAdaptTrainConfig:
     cost_penalty: float = 0.05         # lambda_gas
     clamp_correct: bool = True         # a correct answer's advantage >= 0.001 (the original; its `noclamp` tag: off)
     cost: str = "retention"
+    standardize: bool = False          # the head's two additions (frame_model.FrameAllocatorConfig); False: the
+    token_relevance: bool = False      # original's shape
+    stats_prompts: int = 64            # per task: prompts whose observations give the standardisation
     concentration_weight: float = 5e-4
     similarity_weight: float = 1e-3
     hidden: int = 64
@@ -66,6 +69,7 @@ class ResAdaptTrainConfig:
     seed: int = 0
     time_limit_s: float | None = None
     task_weights: dict[str, float] = field(default_factory=dict)
+    task_cost_penalties: dict[str, float] = field(default_factory=dict)  # lambda_gas per task (else cost_penalty)
     min_scale: float = 0.2
     max_scale: float = 2.0
 
@@ -103,9 +107,10 @@ def cost_level(policy: FramePolicy, envs: list[Environment], n: int, observe) ->
 def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, log=print) -> dict:
     from resadapt_eval.backbones import load_backbone
 
-    unknown = sorted(set(config.task_weights) - set(config.tasks))
-    if unknown:
-        raise ValueError(f"task weights for tasks not trained on: {', '.join(unknown)}")
+    for what, per_task in (("weights", config.task_weights), ("cost penalties", config.task_cost_penalties)):
+        unknown = sorted(set(per_task) - set(config.tasks))
+        if unknown:
+            raise ValueError(f"task {what} for tasks not trained on: {', '.join(unknown)}")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -113,13 +118,16 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
     backbone = load_backbone(config.backbone)
     policy = FramePolicy.create(config.encoder, config.encoder_side, hidden=config.hidden, layers=config.layers,
                                 min_scale=config.min_scale, max_scale=config.max_scale, init_logit=config.init_logit,
-                                init_scale=config.init_scale)
+                                init_scale=config.init_scale, standardize=config.standardize,
+                                token_relevance=config.token_relevance)
     head = policy.head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=0.01)
     envs = [Environment(t, backbone, config.train_samples, config.seed) for t in config.tasks]
     capo = replace(CapoConfig(), pivot_center=pivot_center(config.cost, config.min_scale, config.max_scale,
                                                            config.pivot_c0), clamp_correct=config.clamp_correct,
                    gas=config.cost_penalty)
+    capo_for = {t: replace(capo, gas=float(config.task_cost_penalties.get(t, config.cost_penalty)))
+                for t in config.tasks}
     observed: dict[tuple[str, str], object] = {}
     chunk_caches: dict[tuple[str, str], dict] = {}
 
@@ -149,6 +157,10 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
             opt.step()
         return tuple(torch.stack(x).mean() for x in zip(*parts))
 
+    if config.standardize:  # frozen statistics of the encoder's features on the training prompts
+        seen = [observe(env, env.context(i, 1.0)) for env in envs for i in range(min(config.stats_prompts,
+                                                                                      len(env.samples)))]
+        head.fit_input_stats([o.frames for o in seen], [o.question for o in seen])
     pending: list = []
     loss = conc = sim = torch.zeros(())
     history: list[dict] = []
@@ -169,7 +181,7 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
         reward = torch.tensor([r for r, _ in results])
         retention = torch.tensor([c for _, c in results])
         cost = normalized_cost(config.cost, scales, retention, config.min_scale, config.max_scale)
-        adv = capo_advantages(reward, cost, capo)
+        adv = capo_advantages(reward, cost, capo_for[env.task])
         pending.append((obs, scales, logp_old, adv))
         if len(pending) == config.batch_prompts or step == config.steps - 1:
             loss, conc, sim = update(pending)
