@@ -316,11 +316,15 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
     flags = {"--steps": "steps", "--train-samples": "train_samples", "--batch-prompts": "batch_prompts",
              "--init-logit": "init_logit", "--init-scale": "init_scale", "--pivot-center": "pivot_c0",
              "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty"}
-    tasks, i = [], 0
+    tasks, penalties, i = [], 0, 0
     while i < len(recipe):
         flag = recipe[i]
         if flag == "--task":
             tasks.append(recipe[i + 1])
+        elif flag == "--task-cost-penalty":
+            task, _, value = recipe[i + 1].partition("=")
+            assert float(value) == pytest.approx(trained["task_cost_penalties"][task]), flag
+            penalties += 1
         elif flag in ("--no-clamp", "--standardize", "--token-relevance"):
             key, want = {"--no-clamp": ("clamp_correct", False), "--standardize": ("standardize", True),
                          "--token-relevance": ("token_relevance", True)}[flag]
@@ -331,6 +335,8 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
             assert float(recipe[i + 1]) == pytest.approx(float(trained[flags[flag]])), flag
         i += 2
     assert tasks == trained["tasks"] and trained["prompts"] == trained["steps"]
+    assert penalties == len(trained["task_cost_penalties"]) and not trained["task_weights"]
+    assert trained["encoder"] == "tiny-encoder"  # the Makefile names none: train-resadapt's default
     FramePolicy.load(BUNDLED)  # and the shipped encoder is the one it was trained with (fingerprint checked)
 
 
