@@ -139,5 +139,25 @@ def test_training_splits_build_under_resadapt_home_apart_from_dev_and_test(tmp_p
 
     monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
     root = probes.ensure_built_train("probe-math", n=1, seed=2)
-    assert root == tmp_path / "probes-train" / "probe-math-2"
+    assert root == tmp_path / "probes-train" / "probe-math-2-n1"
     assert json.loads((root / "PROBE.json").read_text())["seed"] == probes.TRAIN_SEED_BASE + 2
+
+
+def test_a_training_split_of_another_size_leaves_a_built_one_alone(tmp_path, monkeypatch):
+    """Trainings of different sizes once shared one folder and rebuilt it under each other."""
+    monkeypatch.setenv("RESADAPT_HOME", str(tmp_path))
+    small = probes.ensure_built_train("probe-math", n=1)
+    before = {p: p.stat().st_mtime_ns for p in small.rglob("*") if p.is_file()}
+    large = probes.ensure_built_train("probe-math", n=2)
+    assert large != small and {p: p.stat().st_mtime_ns for p in small.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in large.parent.iterdir()) == ["probe-math-0-n1", "probe-math-0-n2"]  # no leftovers
+
+
+def test_a_stale_split_is_replaced_whole(tmp_path):
+    import json
+
+    root = tmp_path / "split"
+    probes.ensure_built("probe-math", root, seed=0, n=2)
+    probes.ensure_built("probe-math", root, seed=0, n=1)
+    assert json.loads((root / "PROBE.json").read_text())["n"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["split"]

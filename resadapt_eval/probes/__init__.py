@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,21 +377,50 @@ def _write_annotations(task: str, root: Path, rows: list[dict[str, Any]]) -> Non
 
 
 def ensure_built(task: str, root: Path, seed: int = 0, n: int = 200, training: bool = False) -> Path:
-    """Build the evaluation split on first use (deterministic, so every machine gets the same data)."""
+    """Build the evaluation split on first use (deterministic, so every machine gets the same data).
+
+    The split is written beside `root` and moved into place when complete, so a run reading an
+    existing split never sees it half rewritten by another process, and two processes building the
+    same split at once both end with a whole one."""
+    root = Path(root)
+    if _is_built(root, seed, n):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.with_name(f".{root.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    build(task, staging, seed=seed, n=n, training=training)
+    if _is_built(root, seed, n):  # another process finished the same split first
+        shutil.rmtree(staging, ignore_errors=True)
+        return root
+    if root.exists():  # a stale split (another n, seed or generator version)
+        stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
+        root.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        staging.rename(root)
+    except OSError:  # another process moved its whole split in between
+        shutil.rmtree(staging, ignore_errors=True)
+        if not _is_built(root, seed, n):
+            raise
+    return root
+
+
+def _is_built(root: Path, seed: int, n: int) -> bool:
     marker = root / "PROBE.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        if meta.get("seed") == seed and meta.get("n") == n and meta.get("version") == GENERATOR_VERSION:
-            return root
-    return build(task, root, seed=seed, n=n, training=training)
+    if not marker.exists():
+        return False
+    meta = json.loads(marker.read_text())
+    return meta.get("seed") == seed and meta.get("n") == n and meta.get("version") == GENERATOR_VERSION
 
 
 def ensure_built_train(task: str, n: int, seed: int = 0) -> Path:
     """A training split (seed TRAIN_SEED_BASE + seed) in the evaluation layout, cached under
-    $RESADAPT_HOME/probes-train: what an allocator trains on through the evaluation path."""
+    $RESADAPT_HOME/probes-train, one folder per (task, seed, n): what an allocator trains on
+    through the evaluation path. Keyed by n, so trainings of different sizes never rebuild each
+    other's data under a running one (they did, and runs read videos rewritten beneath them)."""
     from resadapt_eval.adapters.base import _expand
 
-    root = Path(_expand(f"$RESADAPT_HOME/probes-train/{task}-{seed}"))
+    root = Path(_expand(f"$RESADAPT_HOME/probes-train/{task}-{seed}-n{n}"))
     return ensure_built(task, root, TRAIN_SEED_BASE + seed, n, training=True)
 
 
