@@ -125,13 +125,15 @@ RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 800 --train
 	--token-relevance --cost-penalty 2 --task-cost-penalty probe-longvideo=0.5
 
 # Retrain both bundled allocators with CAPO: resadapt-budget's for tiny-bundled, and resadapt's (which
-# plans for any backbone). Each prints its time; docs/bundled.md has the measured total.
+# plans for any backbone). Each prints its time; docs/findings/*-allocator-reproduction.md has the
+# measured total. One thread each: a reinforcement-learning run's trajectory follows the last bits of
+# its floating-point sums, which another thread count may change; on one thread a rerun is bit-identical.
 # `reference-allocator` is its former name.
 bundled-allocator: install
-	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator --out resadapt_eval/assets/allocator/tiny-bundled \
-		$(ALLOCATOR_RECIPE) --no-progress
-	HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-resadapt --out resadapt_eval/assets/allocator/resadapt \
-		$(RESADAPT_RECIPE) --no-progress
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator \
+		--out resadapt_eval/assets/allocator/tiny-bundled $(ALLOCATOR_RECIPE) --no-progress
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-resadapt \
+		--out resadapt_eval/assets/allocator/resadapt $(RESADAPT_RECIPE) --no-progress
 
 reference-allocator: bundled-allocator
 

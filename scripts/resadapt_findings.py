@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
               f"- trained by `resadapt-eval train-resadapt` on {', '.join(trained.get('tasks', []))}: "
               f"{trained.get('prompts')} prompts in {trained.get('seconds')} s, M = {trained.get('group')} allocations "
               f"x {trained.get('answers')} answers at temperature {trained.get('temperature')}, cost `{trained.get('cost')}` "
-              f"(pivot centre {trained.get('pivot_center', float('nan')):.4f})",
+              f"(pivot centre {trained.get('pivot_center', float('nan')):.4f}), lambda_gas {trained.get('cost_penalty')}"
+              + "".join(f", {v} on {t}" for t, v in trained.get("task_cost_penalties", {}).items())
+              + f", seed {trained.get('seed')}",
               "- cost level of its own action (mean retention on training prompts): "
               + ", ".join(f"{k} {v:.3f}" for k, v in (trained.get("cost_levels") or {}).items()), "",
               "Its training, from `history.jsonl` (means over windows of 100 prompts of each task; evidence ratio = "

@@ -315,7 +315,7 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
     trained = json.loads((BUNDLED / "allocator_config.json").read_text())["trained"]
     flags = {"--steps": "steps", "--train-samples": "train_samples", "--batch-prompts": "batch_prompts",
              "--init-logit": "init_logit", "--init-scale": "init_scale", "--pivot-center": "pivot_c0",
-             "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty"}
+             "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty", "--seed": "seed"}
     tasks, penalties, i = [], 0, 0
     while i < len(recipe):
         flag = recipe[i]
