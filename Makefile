@@ -118,7 +118,7 @@ bundled-encoder: install
 # gradient), no clamp on right answers (`noclamp`), c0 = 0.24, no concentration loss; lambda_gas = 2,
 # 0.5 on probe-longvideo (probe-which's frequent wrong answers, rewarded for spending, otherwise drag the
 # level up); and the head's two additions (--standardize --token-relevance). Longer runs drift away from
-# what they found (docs/strategies.md has the runs, measured on dev data).
+# what they found, and seeds 1 and 2 learn no preference (docs/strategies.md has the runs, on dev data).
 RESADAPT_TASKS := probe-longvideo,probe-which
 RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 800 --train-samples 200 --batch-prompts 4 \
 	--init-logit -4 --init-scale 0.6 --pivot-center 0.24 --no-clamp --concentration-weight 0 --standardize \
