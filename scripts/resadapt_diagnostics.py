@@ -161,12 +161,20 @@ def main(argv: list[str] | None = None) -> int:
               "pretrained on glyph classes alone and keeps the border colour weakly; the bundled encoder's tower, "
               "pretrained further with the colours among its classes, keeps it (the linear probe's held-out accuracy "
               "against 33% chance). The question states name the colour in both (the same language model). Seeing the "
-              "colour is not enough for the head at this size: with the original's shape it picks the right tile in "
-              "about half the held-out samples, whichever encoder; with its two additions (frame_model.py's "
-              "docstring) it does better.", ""]
+              "colour is not enough for the head at this size: " + additions_reading(heads, encoders[-1]), ""]
     Path(args.doc).write_text("\n".join(lines))
     print(f"wrote {args.doc}")
     return 0
+
+
+def additions_reading(heads, encoder: str) -> str:
+    """What the head's two additions changed on the last encoder, in this run's numbers."""
+    top1 = {(shape, name): r["top1"] for enc, shape, name, r, _ in heads if enc == encoder}
+    add = "+ standardize, token_relevance"
+    return (f"on {encoder}, with the original's shape it ranks the target's chunk first in "
+            f"{top1[('original', 'probe-which')]:.1f}% of held-out probe-which samples and with its two additions "
+            f"(frame_model.py's docstring) in {top1[(add, 'probe-which')]:.1f}%; on probe-longvideo, in "
+            f"{top1[('original', 'probe-longvideo')]:.1f}% and {top1[(add, 'probe-longvideo')]:.1f}%.")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ the held-out samples, a guess between the two, on raw features and on standardis
 - `token_relevance`: a sixth signal per frame, the highest cosine between one of its projected input
   tokens and the projected standardised question, so one small region that matches the question
   counts before the layers average it away.
-With both, the head so trained picks the right tile in 83% of held-out samples
-(scripts/resadapt_diagnostics.py).
+With both, the head so trained ranks the right tile first in 63% of held-out samples instead of 50%
+(and finds probe-longvideo's evidence chunk in 60% instead of 100% at the same step count: a trade;
+scripts/resadapt_diagnostics.py, docs/findings/2026-12-07-resadapt-diagnostics.md).
 """
 
 from __future__ import annotations
