@@ -761,29 +761,22 @@ def _per_task(values, flag: str, tasks) -> dict[str, str]:
     return out
 
 
-def _task_numbers(values, flag: str, tasks) -> dict[str, float]:
-    """TASK=X options with X a number >= 0 -> {task: X}, or a one-line error."""
+def _nonnegative(values: dict[str, str], flag: str, letter: str) -> dict[str, float]:
+    """{task: text} from TASK=X options -> {task: X} with X a number >= 0, or a one-line error."""
     out = {}
-    for task, value in _per_task(values, flag, tasks).items():
+    for task, value in values.items():
         try:
             out[task] = float(value)
         except ValueError:
-            out[task] = -1.0
+            out[task] = float("nan")
         if not out[task] >= 0:
-            raise UserError(f"{flag} wants TASK=X with X a number >= 0, got {value!r}")
+            raise UserError(f"{flag} wants TASK={letter} with {letter} a number >= 0, got {value!r}")
     return out
 
 
 def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
     """--task-weight TASK=W values -> weights, or a one-line error."""
-    weights = {}
-    for task, value in values.items():
-        try:
-            weights[task] = float(value)
-        except ValueError:
-            raise UserError(f"--task-weight wants TASK=W with W a number >= 0, got {value!r}") from None
-        if weights[task] < 0:
-            raise UserError(f"--task-weight wants TASK=W with W a number >= 0, got {value!r}")
+    weights = _nonnegative(values, "--task-weight", "W")
     if weights and sum(weights.get(t, 1.0) for t in tasks) <= 0:
         raise UserError("--task-weight: at least one task needs a positive weight")
     return weights
@@ -834,7 +827,7 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
               help="Training prompts generated per task.")
 @click.option("--task-weight", multiple=True, metavar="TASK=W",
               help="Relative share of the prompts for one task (default 1 each).")
-@click.option("--task-cost-penalty", multiple=True, metavar="TASK=W",
+@click.option("--task-cost-penalty", multiple=True, metavar="TASK=X",
               help="lambda_gas for one task's prompts (default --cost-penalty).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
@@ -848,6 +841,7 @@ def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, an
     from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
 
     per = _per_task(task_weight, "--task-weight", tasks)
+    penalties = _nonnegative(_per_task(task_cost_penalty, "--task-cost-penalty", tasks), "--task-cost-penalty", "X")
     config = ResAdaptTrainConfig(tasks=list(tasks), backbone=backbone, encoder=encoder, encoder_side=encoder_side,
                                  steps=steps, group=group, answers=answers, temperature=temperature, cost=cost, lr=lr,
                                  batch_prompts=batch_prompts, init_logit=init_logit, init_scale=init_scale,
@@ -855,7 +849,7 @@ def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, an
                                  concentration_weight=concentration_weight, cost_penalty=cost_penalty,
                                  standardize=standardize, token_relevance=token_relevance,
                                  train_samples=train_samples, task_weights=_task_weights(per, tasks),
-                                 task_cost_penalties=_task_numbers(task_cost_penalty, "--task-cost-penalty", tasks),
+                                 task_cost_penalties=penalties,
                                  seed=seed, time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")
