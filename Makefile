@@ -111,18 +111,25 @@ reference-model: bundled-model
 bundled-encoder: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -u -m resadapt_eval.training.bundled_encoder --out resadapt_eval/assets/tiny-encoder
 
-# The bundled `resadapt` allocator's recipe (the published method): CAPO in free mode on the long-video
-# probe and the question-dependent probe, rollouts answered by tiny-bundled, its own encoder tiny-encoder.
-# At this scale (800 prompts, not the paper's ~64,000) it learns only with the original's own knobs set
-# so: 4 prompts per update, a start at mean scale 0.6 (not the uniform Beta, whose softplus tail gives no
-# gradient), no clamp on right answers (`noclamp`), c0 = 0.24, no concentration loss; lambda_gas = 2,
-# 0.5 on probe-longvideo (probe-which's frequent wrong answers, rewarded for spending, otherwise drag the
-# level up); and the head's two additions (--standardize --token-relevance). Longer runs drift away from
-# what they found, and seeds 1 and 2 learn no preference (docs/strategies.md has the runs, on dev data).
+# The bundled `resadapt` allocator's recipe (the published method): CAPO in free mode, rollouts answered by
+# tiny-bundled, its own encoder tiny-encoder, in two stages (a curriculum).
+# Stage 1, both probes, 800 prompts: where things are. At this scale (not the paper's ~64,000 prompts) it
+# learns only with the original's own knobs set so: 4 prompts per update, a start at mean scale 0.6 (not the
+# uniform Beta, whose softplus tail gives no gradient), no clamp on right answers (`noclamp`), c0 = 0.24, no
+# concentration loss; lambda_gas = 2, 0.5 on probe-longvideo; and the head's two additions (--standardize
+# --token-relevance). It finds probe-longvideo's evidence chunk and probe-which's two tiles, not which tile
+# the question names.
+# Stage 2, from stage 1, probe-which only (probe-longvideo at weight 0: no prompts, but its cost level is
+# recorded for the budget steer), 1,500 prompts from 1,000 distinct training videos, 4 answers per
+# allocation: which tile the question names. Fewer distinct videos, 2 answers, or both probes mixed in one
+# stage learn the question's tile or the long video's chunk, not both (docs/strategies.md, on dev data).
 RESADAPT_TASKS := probe-longvideo,probe-which
-RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 800 --train-samples 200 --batch-prompts 4 \
+RESADAPT_STAGE1 := --task probe-longvideo --task probe-which --steps 800 --train-samples 200 --batch-prompts 4 \
 	--init-logit -4 --init-scale 0.6 --pivot-center 0.24 --no-clamp --concentration-weight 0 --standardize \
 	--token-relevance --cost-penalty 2 --task-cost-penalty probe-longvideo=0.5
+RESADAPT_RECIPE := --task probe-longvideo --task probe-which --task-weight probe-longvideo=0 --steps 1500 \
+	--train-samples 1000 --batch-prompts 4 --answers 4 --pivot-center 0.24 --no-clamp --concentration-weight 0 \
+	--standardize --token-relevance --cost-penalty 2 --init-from .cache/resadapt-stage1
 
 # Retrain both bundled allocators with CAPO: resadapt-budget's for tiny-bundled, and resadapt's (which
 # plans for any backbone). Each prints its time; docs/findings/*-allocator-reproduction.md has the
@@ -132,6 +139,8 @@ RESADAPT_RECIPE := --task probe-longvideo --task probe-which --steps 800 --train
 bundled-allocator: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-allocator \
 		--out resadapt_eval/assets/allocator/tiny-bundled $(ALLOCATOR_RECIPE) --no-progress
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-resadapt \
+		--out .cache/resadapt-stage1 $(RESADAPT_STAGE1) --no-progress
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/resadapt-eval train-resadapt \
 		--out resadapt_eval/assets/allocator/resadapt $(RESADAPT_RECIPE) --no-progress
 

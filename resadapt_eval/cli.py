@@ -829,13 +829,17 @@ def _task_weights(values: dict[str, str], tasks) -> dict[str, float]:
               help="Relative share of the prompts for one task (default 1 each).")
 @click.option("--task-cost-penalty", multiple=True, metavar="TASK=X",
               help="lambda_gas for one task's prompts (default --cost-penalty).")
+@click.option("--init-from", default=None, metavar="FOLDER",
+              help="Continue from this allocator (an earlier stage of a curriculum): its weights and "
+                   "standardisation; the head's shape options must match it, and --init-logit/--init-scale "
+                   "are then unused.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds (saves what it has).")
 @click.option("--no-progress", is_flag=True, help="Log every 25 prompts instead of a progress bar.")
 def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, answers, temperature, cost, lr,
                    batch_prompts, init_logit, init_scale, pivot_center, concentration_weight, cost_penalty, no_clamp,
-                   standardize, token_relevance, train_samples, task_weight, task_cost_penalty, seed, time_limit,
-                   no_progress) -> None:
+                   standardize, token_relevance, train_samples, task_weight, task_cost_penalty, init_from, seed,
+                   time_limit, no_progress) -> None:
     """Train the `resadapt` allocator (the published method: per-frame scales in [0.2, 2.0] from a
     question-aware policy with its own encoder) with CAPO in free mode over a frozen backbone."""
     from resadapt_eval.training.resadapt import ResAdaptTrainConfig, train
@@ -849,7 +853,7 @@ def train_resadapt(tasks, backbone, encoder, encoder_side, out, steps, group, an
                                  concentration_weight=concentration_weight, cost_penalty=cost_penalty,
                                  standardize=standardize, token_relevance=token_relevance,
                                  train_samples=train_samples, task_weights=_task_weights(per, tasks),
-                                 task_cost_penalties=penalties,
+                                 task_cost_penalties=penalties, init_from=init_from,
                                  seed=seed, time_limit_s=time_limit)
     meta = train(config, out, progress=not no_progress, log=click.echo)
     click.echo(f"{meta['trained']['prompts']} prompts in {meta['trained']['seconds']} s; allocator in {out}")

@@ -30,7 +30,7 @@ UNIFORM_BUDGETS = ("0.25", "0.375", "0.5625", "1.0")
 
 def main(argv: list[str] | None = None) -> int:
     from resadapt_eval.analysis.frontier import evidence_share, load_runs
-    from resadapt_eval.analysis.paired import compare_runs
+    from resadapt_eval.analysis.paired import BOOTSTRAP_RESAMPLES, compare_runs, paired_bootstrap
     from resadapt_eval.pipeline.runner import RunConfig, sweep
     from resadapt_eval.pipeline.store import SAMPLES, read_records
     from resadapt_eval.strategies.resadapt import BUNDLED
@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
               f"x {trained.get('answers')} answers at temperature {trained.get('temperature')}, cost `{trained.get('cost')}` "
               f"(pivot centre {trained.get('pivot_center', float('nan')):.4f}), lambda_gas {trained.get('cost_penalty')}"
               + "".join(f", {v} on {t}" for t, v in trained.get("task_cost_penalties", {}).items())
-              + f", seed {trained.get('seed')}",
+              + "".join(f", task weight {v} on {t}" for t, v in trained.get("task_weights", {}).items())
+              + f", {trained.get('train_samples')} training videos per task, seed {trained.get('seed')}"
+              + (f"; continued from the allocator in `{trained['init_from']}` (weights sha256 "
+                 f"{trained.get('init_from_sha256', '')[:12]}; stage 1 of `make bundled-allocator`)"
+                 if trained.get("init_from") else ""),
               "- cost level of its own action (mean retention on training prompts): "
               + ", ".join(f"{k} {v:.3f}" for k, v in (trained.get("cost_levels") or {}).items()), "",
               "Its training, from `history.jsonl` (means over windows of 100 prompts of each task; evidence ratio = "
@@ -77,18 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     for task in TASKS:
         rows = runs[runs["task"] == task].sort_values(["strategy", "retention"])
         lines += [f"## {task}", "", "| strategy | budget | retention | score | 95% CI | target-chunk share |"
-                  + (" other-tile share |" if task == "probe-which" else ""),
-                  "|---|---:|---:|---:|---|---:|" + ("---:|" if task == "probe-which" else "")]
+                  + (" other-tile share | target - other tile, per sample: mean [95% CI], p | target more / equal / "
+                     "less |" if task == "probe-which" else ""),
+                  "|---|---:|---:|---:|---|---:|" + ("---:|---|---|" if task == "probe-which" else "")]
         for run in rows.itertuples(index=False):
             records = [r for r in read_records(Path(run.directory) / SAMPLES) if not r.get("error")]
-            target = np.mean([evidence_share(r["plan"], r["meta"]["evidence"]["frames"]) for r in records])
+            target = np.array([evidence_share(r["plan"], r["meta"]["evidence"]["frames"]) for r in records])
             cells = [run.strategy, run.budget, f"{run.retention:.3f}", f"{run.score:.1f}",
-                     f"[{run.ci_low:.1f}, {run.ci_high:.1f}]", f"{target:.3f}"]
+                     f"[{run.ci_low:.1f}, {run.ci_high:.1f}]", f"{target.mean():.3f}"]
             if task == "probe-which":
-                other = [evidence_share(r["plan"], [2 * r["meta"]["evidence"]["distractor_chunk"],
-                                                    2 * r["meta"]["evidence"]["distractor_chunk"] + 1])
-                         for r in records]
-                cells.append(f"{np.mean(other):.3f}")
+                other = np.array([evidence_share(r["plan"], [2 * r["meta"]["evidence"]["distractor_chunk"],
+                                                             2 * r["meta"]["evidence"]["distractor_chunk"] + 1])
+                                  for r in records])
+                diff = target - other
+                pvalue, low, high = paired_bootstrap(diff, seed=0)
+                cells += [f"{other.mean():.3f}", f"{diff.mean():+.3f} [{low:+.3f}, {high:+.3f}], p "
+                          + (f"< {1 / BOOTSTRAP_RESAMPLES:.0e}" if pvalue == 0 else f"{pvalue:.3g}"),
+                          f"{int((diff > 1e-9).sum())} / {int((abs(diff) <= 1e-9).sum())} / {int((diff < -1e-9).sum())}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Paired on the same samples: each `resadapt` run (B) against its two neighbours among the "
                   "`uniform-scale` runs (A), by tokens spent (mean retention): the cheapest one that spent at least "

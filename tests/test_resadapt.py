@@ -5,6 +5,7 @@ term; its encoder's independence from the backbone; the rollouts' cached input."
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -221,6 +222,24 @@ def test_steering_remaps_the_range_by_the_budget(untrained, backbone25):
     assert fixed == pytest.approx([0.1 + (s - 0.2) / 1.8 * 0.9 for s in free])
 
 
+def test_steering_uses_the_level_of_the_task_the_allocator_trained_on(untrained, backbone25, tmp_path):
+    """An allocator spends differently on each task it trained on; remap steers a task by its own level
+    and any other task by the overall one."""
+    import json
+    import shutil
+
+    folder = tmp_path / "per-task"
+    shutil.copytree(untrained, folder)
+    config = json.loads((folder / "allocator_config.json").read_text())
+    config["trained"] = {"cost_level": 0.5, "cost_levels": {"probe-which": 0.2, "all": 0.5}}
+    (folder / "allocator_config.json").write_text(json.dumps(config))
+    ctx = context(backbone25.geometry, n=8, height=196, width=196, fraction=0.125, backbone=backbone25)
+    strategy = ResAdapt(allocator=str(folder))
+    budget = ctx.limit / ctx.vanilla_tokens
+    assert strategy.factor(ctx) == pytest.approx(math.sqrt(budget / 0.5))
+    assert strategy.factor(replace(ctx, task="probe-which")) == pytest.approx(math.sqrt(budget / 0.2))
+
+
 def test_a_resadapt_budget_allocator_is_refused_with_a_pointer(tmp_path):
     from resadapt_eval.strategies.resadapt_budget import BUNDLED
 
@@ -299,10 +318,26 @@ def test_a_short_capo_run_trains_saves_and_plans(tmp_path):
     ctx_frames = np.random.default_rng(0).integers(0, 255, (8, 112, 112, 3), dtype=np.uint8)
     scales = FramePolicy.load(tmp_path / "alloc").propose(ctx_frames, "Which texture?").scales
     assert len(scales) == 8 and all(0.2 <= s <= 2.0 for s in scales)
+    # A curriculum's next stage starts from these weights, not from a fresh head: with no update
+    # (lr 0) it plans exactly what the earlier stage planned.
+    train(replace(config, steps=1, batch_prompts=1, lr=0.0, init_from=str(tmp_path / "alloc")), tmp_path / "stage2",
+          progress=False, log=lambda *_: None)
+    again = FramePolicy.load(tmp_path / "stage2").propose(ctx_frames, "Which texture?").scales
+    assert again == scales
+
+
+def test_init_from_refuses_an_allocator_of_another_shape(tmp_path):
+    """Continuing from an allocator whose head differs names the difference, before any training."""
+    from resadapt_eval.training.resadapt import start_from
+
+    FramePolicy.create(hidden=32).head.save(tmp_path / "narrow")
+    with pytest.raises(ValueError, match="hidden 32"):
+        start_from(FramePolicy.create(hidden=64), str(tmp_path / "narrow"))
 
 
 def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
-    """`make bundled-allocator`'s RESADAPT_RECIPE and the shipped allocator's recorded training agree."""
+    """`make bundled-allocator`'s last stage, RESADAPT_RECIPE, and the shipped allocator's recorded training
+    agree; the recipe continues from RESADAPT_STAGE1's output."""
     import json
     import re
     import shlex
@@ -315,16 +350,20 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
     trained = json.loads((BUNDLED / "allocator_config.json").read_text())["trained"]
     flags = {"--steps": "steps", "--train-samples": "train_samples", "--batch-prompts": "batch_prompts",
              "--init-logit": "init_logit", "--init-scale": "init_scale", "--pivot-center": "pivot_c0",
-             "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty", "--seed": "seed"}
-    tasks, penalties, i = [], 0, 0
+             "--concentration-weight": "concentration_weight", "--cost-penalty": "cost_penalty", "--seed": "seed",
+             "--answers": "answers", "--group": "group", "--lr": "lr"}
+    per_task = {"--task-cost-penalty": "task_cost_penalties", "--task-weight": "task_weights"}
+    tasks, named, i = [], {key: 0 for key in per_task.values()}, 0
     while i < len(recipe):
         flag = recipe[i]
         if flag == "--task":
             tasks.append(recipe[i + 1])
-        elif flag == "--task-cost-penalty":
+        elif flag in per_task:
             task, _, value = recipe[i + 1].partition("=")
-            assert float(value) == pytest.approx(trained["task_cost_penalties"][task]), flag
-            penalties += 1
+            assert float(value) == pytest.approx(trained[per_task[flag]][task]), flag
+            named[per_task[flag]] += 1
+        elif flag == "--init-from":  # a curriculum's earlier stage (RESADAPT_STAGE1's output), recorded by digest
+            assert trained["init_from"] == recipe[i + 1] and len(trained["init_from_sha256"]) == 64
         elif flag in ("--no-clamp", "--standardize", "--token-relevance"):
             key, want = {"--no-clamp": ("clamp_correct", False), "--standardize": ("standardize", True),
                          "--token-relevance": ("token_relevance", True)}[flag]
@@ -335,7 +374,9 @@ def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():
             assert float(recipe[i + 1]) == pytest.approx(float(trained[flags[flag]])), flag
         i += 2
     assert tasks == trained["tasks"] and trained["prompts"] == trained["steps"]
-    assert penalties == len(trained["task_cost_penalties"]) and not trained["task_weights"]
+    assert all(count == len(trained[key]) for key, count in named.items())
+    stage1 = re.search(r"--out (\S+) \$\(RESADAPT_STAGE1\)", makefile)
+    assert stage1 and trained["init_from"] == stage1.group(1)  # bundled-allocator trains the stage it starts from
     assert trained["encoder"] == "tiny-encoder"  # the Makefile names none: train-resadapt's default
     FramePolicy.load(BUNDLED)  # and the shipped encoder is the one it was trained with (fingerprint checked)
 

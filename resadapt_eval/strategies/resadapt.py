@@ -10,8 +10,9 @@ chose, and records and the frontier place the run at the tokens it actually spen
 
 The budget steers the whole range the way the paper does at test time, by remapping min/max scale:
 `steer=remap` (default) multiplies both by k = sqrt(budget / level), where `level` is the token
-retention the allocator's own action spent on its training prompts (stored when it was trained), so
-the mean retention lands near the budget; `steer=none` uses the allocator as trained whatever the
+retention the allocator's own action spent on its training prompts (stored when it was trained; per
+task for the tasks it was trained on, whose videos it spends differently on, else over all), so the
+mean retention lands near the budget; `steer=none` uses the allocator as trained whatever the
 budget; `min_scale=`/`max_scale=` set the range explicitly (the original's ALLOCATOR_MIN/MAX_SCALE).
 
 The exact-budget chunk selector that this harness shipped before is `resadapt-budget`.
@@ -99,6 +100,7 @@ class ResAdapt:
         self._policy = None
         self._originals: dict[int, object] = {}
         self._level: float | None = None  # the trained cost level, read on first use
+        self._task_levels: dict[str, float] = {}  # and per training task
 
     def check_backbone(self, name: str, folder: Path | None = None) -> None:
         """The allocator does not depend on the backbone; it only has to exist."""
@@ -118,6 +120,7 @@ class ResAdapt:
         config = self._config()
         trained = config.pop("trained", {})
         return {"allocator_files": digests, "allocator_config": config, "cost_level": trained.get("cost_level"),
+                "cost_levels": trained.get("cost_levels"),
                 "encoder_override": self.encoder}
 
     def policy(self):
@@ -134,8 +137,10 @@ class ResAdapt:
         if self.steer == "none":
             return 1.0
         if self._level is None:  # read once, not per sample
-            self._level = self._config().get("trained", {}).get("cost_level") or 0.0
-        level = self._level
+            trained = self._config().get("trained", {})
+            self._level = trained.get("cost_level") or 0.0
+            self._task_levels = {t: v for t, v in (trained.get("cost_levels") or {}).items() if t != "all"}
+        level = self._task_levels.get(ctx.task) or self._level  # a task it trained on: its own level
         if not level:
             raise UserError(f"allocator {str(self.path)!r} records no trained cost level; run it with "
                             f"steer=none or min_scale=/max_scale=")

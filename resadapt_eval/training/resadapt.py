@@ -72,6 +72,7 @@ class ResAdaptTrainConfig:
     task_cost_penalties: dict[str, float] = field(default_factory=dict)  # lambda_gas per task (else cost_penalty)
     min_scale: float = 0.2
     max_scale: float = 2.0
+    init_from: str | None = None       # continue from this allocator folder (a curriculum's earlier stage)
 
 
 def rollout(env: Environment, ctx, scales: torch.Tensor, answers: int, temperature: float,
@@ -104,6 +105,32 @@ def cost_level(policy: FramePolicy, envs: list[Environment], n: int, observe) ->
     return levels
 
 
+def weights_sha256(folder: str) -> str:
+    """The digest of an allocator folder's weights: which earlier stage a run continued from."""
+    import hashlib
+
+    from resadapt_eval.allocator.model import WEIGHTS_NAME
+
+    return hashlib.sha256((Path(folder) / WEIGHTS_NAME).read_bytes()).hexdigest()
+
+
+def start_from(policy: FramePolicy, folder: str) -> None:
+    """Load an earlier stage's weights (its standardisation included) into the new head; its shape
+    and its encoder must be the ones this run asks for."""
+    from resadapt_eval.allocator.frame_model import FrameAllocatorHead
+
+    earlier = FrameAllocatorHead.load(folder)
+    mine, theirs = asdict(policy.head.config), asdict(earlier.config)
+    shape = ("token_dim", "text_dim", "tokens_per_frame", "hidden", "heads", "layers", "min_scale", "max_scale",
+             "encoder", "encoder_side", "encoder_fingerprint", "standardize", "token_relevance")
+    differ = [k for k in shape if mine[k] != theirs[k]]
+    if differ:
+        raise ValueError(f"--init-from {folder}: its " + ", ".join(f"{k} {theirs[k]!r}" for k in differ)
+                         + " differ from this run's " + ", ".join(f"{mine[k]!r}" for k in differ))
+    policy.head.load_state_dict(earlier.state_dict())
+    policy.head.config.init_logit, policy.head.config.init_scale = earlier.config.init_logit, earlier.config.init_scale
+
+
 def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, log=print) -> dict:
     from resadapt_eval.backbones import load_backbone
 
@@ -120,6 +147,8 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
                                 min_scale=config.min_scale, max_scale=config.max_scale, init_logit=config.init_logit,
                                 init_scale=config.init_scale, standardize=config.standardize,
                                 token_relevance=config.token_relevance)
+    if config.init_from:
+        start_from(policy, config.init_from)
     head = policy.head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=0.01)
     envs = [Environment(t, backbone, config.train_samples, config.seed) for t in config.tasks]
@@ -157,7 +186,7 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
             opt.step()
         return tuple(torch.stack(x).mean() for x in zip(*parts))
 
-    if config.standardize:  # frozen statistics of the encoder's features on the training prompts
+    if config.standardize and not config.init_from:  # frozen statistics of the encoder's features on the training prompts
         seen = [observe(env, env.context(i, 1.0)) for env in envs for i in range(min(config.stats_prompts,
                                                                                       len(env.samples)))]
         head.fit_input_stats([o.frames for o in seen], [o.question for o in seen])
@@ -218,6 +247,7 @@ def train(config: ResAdaptTrainConfig, out: str | Path, progress: bool = True, l
     out = Path(out)
     meta = {"trained": {**asdict(config), "method": "capo-free", "pivot_center": capo.pivot_center,
                         "backbone_fingerprint": backbone.fingerprint, "cost_level": levels["all"],
+                        "init_from_sha256": weights_sha256(config.init_from) if config.init_from else None,
                         "cost_levels": levels, "prompts": len(history),
                         "seconds": round(time.perf_counter() - start, 1)}}
     head.save(out, extra=meta)
