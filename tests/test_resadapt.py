@@ -331,8 +331,10 @@ def test_init_from_refuses_an_allocator_of_another_shape(tmp_path):
     from resadapt_eval.training.resadapt import start_from
 
     FramePolicy.create(hidden=32).head.save(tmp_path / "narrow")
-    with pytest.raises(ValueError, match="hidden 32"):
+    with pytest.raises(UserError, match="hidden 32"):
         start_from(FramePolicy.create(hidden=64), str(tmp_path / "narrow"))
+    with pytest.raises(UserError, match="no allocator there"):
+        start_from(FramePolicy.create(hidden=64), str(tmp_path / "missing"))
 
 
 def test_the_shipped_allocator_is_what_the_makefile_recipe_trains():

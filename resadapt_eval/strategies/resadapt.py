@@ -99,8 +99,7 @@ class ResAdapt:
         self.trust_remote_code = trust_remote_code
         self._policy = None
         self._originals: dict[int, object] = {}
-        self._level: float | None = None  # the trained cost level, read on first use
-        self._task_levels: dict[str, float] = {}  # and per training task
+        self._levels: dict[str, float] | None = None  # trained cost levels ("all" and per task), read on first use
 
     def check_backbone(self, name: str, folder: Path | None = None) -> None:
         """The allocator does not depend on the backbone; it only has to exist."""
@@ -136,11 +135,10 @@ class ResAdapt:
         """How much the allocator's scales are multiplied by for this budget (1 with steer=none)."""
         if self.steer == "none":
             return 1.0
-        if self._level is None:  # read once, not per sample
+        if self._levels is None:  # read once, not per sample
             trained = self._config().get("trained", {})
-            self._level = trained.get("cost_level") or 0.0
-            self._task_levels = {t: v for t, v in (trained.get("cost_levels") or {}).items() if t != "all"}
-        level = self._task_levels.get(ctx.task) or self._level  # a task it trained on: its own level
+            self._levels = {**(trained.get("cost_levels") or {}), "all": trained.get("cost_level") or 0.0}
+        level = self._levels.get(ctx.task) or self._levels["all"]  # a task it trained on: its own level
         if not level:
             raise UserError(f"allocator {str(self.path)!r} records no trained cost level; run it with "
                             f"steer=none or min_scale=/max_scale=")

@@ -118,14 +118,18 @@ def start_from(policy: FramePolicy, folder: str) -> None:
     """Load an earlier stage's weights (its standardisation included) into the new head; its shape
     and its encoder must be the ones this run asks for."""
     from resadapt_eval.allocator.frame_model import FrameAllocatorHead
+    from resadapt_eval.allocator.model import CONFIG_NAME
+    from resadapt_eval.core.types import UserError
 
+    if not (Path(folder) / CONFIG_NAME).is_file():
+        raise UserError(f"--init-from {folder}: no allocator there (no {CONFIG_NAME}); train the earlier stage first")
     earlier = FrameAllocatorHead.load(folder)
     mine, theirs = asdict(policy.head.config), asdict(earlier.config)
     shape = ("token_dim", "text_dim", "tokens_per_frame", "hidden", "heads", "layers", "min_scale", "max_scale",
              "encoder", "encoder_side", "encoder_fingerprint", "standardize", "token_relevance")
     differ = [k for k in shape if mine[k] != theirs[k]]
     if differ:
-        raise ValueError(f"--init-from {folder}: its " + ", ".join(f"{k} {theirs[k]!r}" for k in differ)
+        raise UserError(f"--init-from {folder}: its " + ", ".join(f"{k} {theirs[k]!r}" for k in differ)
                          + " differ from this run's " + ", ".join(f"{mine[k]!r}" for k in differ))
     policy.head.load_state_dict(earlier.state_dict())
     policy.head.config.init_logit, policy.head.config.init_scale = earlier.config.init_logit, earlier.config.init_scale
